@@ -1,0 +1,433 @@
+//! An in-memory BMC for engine tests and demos. Never a stand-in for a real
+//! protocol: it exists so the engine can be tested fast and deterministically.
+//!
+//! Fault knobs: latency per command, a hang (never answers), a failure (answers
+//! with a chosen error), and an OS that ignores ACPI (graceful off does nothing).
+//! Every call is recorded for assertions; with a journal file, every command is
+//! also appended (and synced) *before* it takes effect, so a test can count the
+//! commands a BMC received across a daemon crash, and the fake's power state
+//! survives a restart of the daemon the way a real machine's does.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{
+    Bmc, BmcError, BmcFactory, BootDevice, Capabilities, Endpoint, Power, PowerOp, SharedBmc,
+};
+
+/// How fake BMCs behave (the `[fake_bmc]` config table).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FakeSettings {
+    /// Time each command takes.
+    #[serde(default = "default_latency", with = "humantime_serde")]
+    pub latency: Duration,
+    /// Power of a fake that has no journal history.
+    #[serde(default = "default_power")]
+    pub initial_power: Power,
+    /// Graceful off does nothing (an OS that ignores ACPI, or none at all).
+    #[serde(default)]
+    pub ignore_acpi: bool,
+    /// Servers whose BMC never answers.
+    #[serde(default)]
+    pub hang: Vec<String>,
+    /// Servers whose BMC answers every command with an error.
+    #[serde(default)]
+    pub fail: Vec<String>,
+    /// Append every command here before it takes effect; replayed at start.
+    #[serde(default)]
+    pub journal: Option<PathBuf>,
+}
+
+fn default_latency() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_power() -> Power {
+    Power::On
+}
+
+impl Default for FakeSettings {
+    fn default() -> Self {
+        FakeSettings {
+            latency: default_latency(),
+            initial_power: default_power(),
+            ignore_acpi: false,
+            hang: Vec::new(),
+            fail: Vec::new(),
+            journal: None,
+        }
+    }
+}
+
+/// One call the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeCall {
+    Capabilities,
+    PowerState,
+    Power(PowerOp),
+    SetBootOnce(BootDevice),
+    InsertMedia(String),
+    EjectMedia,
+    Close,
+}
+
+#[derive(Debug)]
+struct FakeState {
+    power: Power,
+    boot_once: Option<BootDevice>,
+    media: Option<String>,
+    hang: bool,
+    fail: Option<BmcError>,
+    ignore_acpi: bool,
+    latency: Duration,
+    calls: Vec<FakeCall>,
+}
+
+/// One fake BMC.
+#[derive(Debug)]
+pub struct FakeBmc {
+    server_id: String,
+    state: Mutex<FakeState>,
+    journal: Option<Arc<Journal>>,
+}
+
+impl FakeBmc {
+    pub fn new(server_id: &str, settings: &FakeSettings, power: Power) -> Self {
+        FakeBmc {
+            server_id: server_id.to_string(),
+            state: Mutex::new(FakeState {
+                power,
+                boot_once: None,
+                media: None,
+                hang: settings.hang.iter().any(|s| s == server_id),
+                fail: settings
+                    .fail
+                    .iter()
+                    .any(|s| s == server_id)
+                    .then(|| BmcError::Refused("simulated failure (fake BMC)".into())),
+                ignore_acpi: settings.ignore_acpi,
+                latency: settings.latency,
+                calls: Vec::new(),
+            }),
+            journal: None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every call received so far, in order.
+    pub fn calls(&self) -> Vec<FakeCall> {
+        self.lock().calls.clone()
+    }
+    /// How many times `op` was sent.
+    pub fn count(&self, op: PowerOp) -> usize {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| **c == FakeCall::Power(op))
+            .count()
+    }
+    /// The power commands received, in order.
+    pub fn power_ops(&self) -> Vec<PowerOp> {
+        self.lock()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                FakeCall::Power(op) => Some(*op),
+                _ => None,
+            })
+            .collect()
+    }
+    pub fn boot_once(&self) -> Option<BootDevice> {
+        self.lock().boot_once
+    }
+    pub fn media(&self) -> Option<String> {
+        self.lock().media.clone()
+    }
+    /// Someone pressed the power button: change power behind the agent's back.
+    pub fn set_power(&self, power: Power) {
+        self.lock().power = power;
+    }
+    pub fn power_now(&self) -> Power {
+        self.lock().power
+    }
+    pub fn set_hang(&self, hang: bool) {
+        self.lock().hang = hang;
+    }
+    pub fn set_fail(&self, fail: Option<BmcError>) {
+        self.lock().fail = fail;
+    }
+    pub fn set_ignore_acpi(&self, ignore: bool) {
+        self.lock().ignore_acpi = ignore;
+    }
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Records the call, then waits, hangs or fails as configured.
+    async fn enter(&self, call: FakeCall) -> Result<(), BmcError> {
+        let (hang, fail, latency) = {
+            let mut st = self.lock();
+            st.calls.push(call.clone());
+            (st.hang, st.fail.clone(), st.latency)
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        if let Some(err) = fail {
+            tokio::time::sleep(latency).await;
+            return Err(err);
+        }
+        if let (Some(j), FakeCall::Power(op)) = (&self.journal, &call) {
+            j.append(&self.server_id, *op)
+                .map_err(|e| BmcError::Protocol(format!("fake journal: {e}")))?;
+        }
+        tokio::time::sleep(latency).await;
+        Ok(())
+    }
+}
+
+/// The effect of a power command on a fake machine.
+fn apply(power: Power, op: PowerOp, ignore_acpi: bool) -> Power {
+    match op {
+        PowerOp::On | PowerOp::HardReset | PowerOp::PowerCycle => Power::On,
+        PowerOp::ForceOff => Power::Off,
+        PowerOp::GracefulOff if !ignore_acpi => Power::Off,
+        PowerOp::GracefulOff | PowerOp::GracefulRestart => power,
+    }
+}
+
+#[async_trait]
+impl Bmc for FakeBmc {
+    async fn capabilities(&self) -> Result<Capabilities, BmcError> {
+        self.enter(FakeCall::Capabilities).await?;
+        Ok(Capabilities {
+            power_ops: vec![
+                PowerOp::On,
+                PowerOp::GracefulOff,
+                PowerOp::ForceOff,
+                PowerOp::HardReset,
+                PowerOp::PowerCycle,
+            ],
+            boot_devices: vec![
+                BootDevice::Pxe,
+                BootDevice::Disk,
+                BootDevice::Cd,
+                BootDevice::Bios,
+            ],
+            virtual_media: true,
+        })
+    }
+
+    async fn power_state(&self) -> Result<Power, BmcError> {
+        self.enter(FakeCall::PowerState).await?;
+        Ok(self.lock().power)
+    }
+
+    async fn power(&self, op: PowerOp) -> Result<(), BmcError> {
+        self.enter(FakeCall::Power(op)).await?;
+        let mut st = self.lock();
+        st.power = apply(st.power, op, st.ignore_acpi);
+        if matches!(op, PowerOp::HardReset | PowerOp::PowerCycle | PowerOp::On) {
+            // The one-time boot device is consumed by the boot that follows.
+            st.boot_once = None;
+        }
+        Ok(())
+    }
+
+    async fn set_boot_once(&self, device: BootDevice) -> Result<(), BmcError> {
+        self.enter(FakeCall::SetBootOnce(device)).await?;
+        self.lock().boot_once = Some(device);
+        Ok(())
+    }
+
+    async fn insert_media(&self, image_url: &str) -> Result<(), BmcError> {
+        self.enter(FakeCall::InsertMedia(image_url.to_string()))
+            .await?;
+        self.lock().media = Some(image_url.to_string());
+        Ok(())
+    }
+
+    async fn eject_media(&self) -> Result<(), BmcError> {
+        self.enter(FakeCall::EjectMedia).await?;
+        self.lock().media = None;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.lock().calls.push(FakeCall::Close);
+    }
+}
+
+/// Append-only record of power commands, one line each: `SERVER_ID OP`.
+#[derive(Debug)]
+struct Journal {
+    file: Mutex<File>,
+}
+
+impl Journal {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Journal {
+            file: Mutex::new(file),
+        })
+    }
+    fn append(&self, server_id: &str, op: PowerOp) -> std::io::Result<()> {
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        writeln!(f, "{server_id} {}", op.as_str())?;
+        f.sync_data()
+    }
+}
+
+/// Reads a journal into `(server_id, op)` pairs, in order. Used at start to
+/// restore the fakes' power, and by tests to count commands.
+pub fn read_journal(path: &Path) -> std::io::Result<Vec<(String, String)>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        if let Some((server, op)) = line.split_once(' ') {
+            out.push((server.to_string(), op.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn op_from_str(s: &str) -> Option<PowerOp> {
+    [
+        PowerOp::On,
+        PowerOp::GracefulOff,
+        PowerOp::ForceOff,
+        PowerOp::HardReset,
+        PowerOp::PowerCycle,
+        PowerOp::GracefulRestart,
+    ]
+    .into_iter()
+    .find(|op| op.as_str() == s)
+}
+
+/// Hands out one fake per server and keeps them, so a test can reach the fake
+/// behind any server.
+pub struct FakeBmcFactory {
+    settings: FakeSettings,
+    journal: Option<Arc<Journal>>,
+    restored: HashMap<String, Power>,
+    fakes: Mutex<HashMap<String, Arc<FakeBmc>>>,
+}
+
+impl FakeBmcFactory {
+    pub fn new(settings: FakeSettings) -> std::io::Result<Self> {
+        let mut restored = HashMap::new();
+        let journal = match &settings.journal {
+            Some(path) => {
+                for (server, op) in read_journal(path)? {
+                    if let Some(op) = op_from_str(&op) {
+                        let p = restored
+                            .get(&server)
+                            .copied()
+                            .unwrap_or(settings.initial_power);
+                        restored.insert(server, apply(p, op, settings.ignore_acpi));
+                    }
+                }
+                Some(Arc::new(Journal::open(path)?))
+            }
+            None => None,
+        };
+        Ok(FakeBmcFactory {
+            settings,
+            journal,
+            restored,
+            fakes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The fake behind `server_id`, once the engine has connected to it.
+    pub fn get(&self, server_id: &str) -> Option<Arc<FakeBmc>> {
+        self.fakes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(server_id)
+            .cloned()
+    }
+}
+
+impl BmcFactory for FakeBmcFactory {
+    fn connect(&self, server_id: &str, _endpoint: &Endpoint) -> Result<SharedBmc, BmcError> {
+        let mut fakes = self.fakes.lock().unwrap_or_else(|e| e.into_inner());
+        let fake = fakes
+            .entry(server_id.to_string())
+            .or_insert_with(|| {
+                let power = self
+                    .restored
+                    .get(server_id)
+                    .copied()
+                    .unwrap_or(self.settings.initial_power);
+                let mut fake = FakeBmc::new(server_id, &self.settings, power);
+                fake.journal = self.journal.clone();
+                Arc::new(fake)
+            })
+            .clone();
+        Ok(fake)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn power_commands_change_power_and_are_recorded() {
+        let fake = FakeBmc::new("s1", &FakeSettings::default(), Power::Off);
+        fake.power(PowerOp::On).await.unwrap();
+        assert_eq!(fake.power_state().await.unwrap(), Power::On);
+        fake.power(PowerOp::GracefulOff).await.unwrap();
+        assert_eq!(fake.power_state().await.unwrap(), Power::Off);
+        assert_eq!(fake.power_ops(), vec![PowerOp::On, PowerOp::GracefulOff]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ignoring_acpi_keeps_power_on() {
+        let fake = FakeBmc::new("s1", &FakeSettings::default(), Power::On);
+        fake.set_ignore_acpi(true);
+        fake.power(PowerOp::GracefulOff).await.unwrap();
+        assert_eq!(fake.power_state().await.unwrap(), Power::On);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn journal_is_replayed_by_a_new_factory() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = FakeSettings {
+            journal: Some(dir.path().join("j.log")),
+            ..FakeSettings::default()
+        };
+        let ep = Endpoint {
+            protocol: super::super::Protocol::Ipmi,
+            address: "x".into(),
+            port: 1,
+            username: "u".into(),
+            password: super::super::Secret::new("p"),
+            options: Default::default(),
+        };
+        let f1 = FakeBmcFactory::new(settings.clone()).unwrap();
+        let b = f1.connect("s1", &ep).unwrap();
+        b.power(PowerOp::ForceOff).await.unwrap();
+        let f2 = FakeBmcFactory::new(settings.clone()).unwrap();
+        let b2 = f2.connect("s1", &ep).unwrap();
+        assert_eq!(b2.power_state().await.unwrap(), Power::Off);
+        let j = read_journal(settings.journal.as_ref().unwrap()).unwrap();
+        assert_eq!(j, vec![("s1".to_string(), "force_off".to_string())]);
+    }
+}

@@ -1,0 +1,280 @@
+//! The BMC seam: what the engine may ask of a server's baseboard management
+//! controller, whatever protocol it speaks.
+//!
+//! One trait ([`Bmc`]), one module per protocol, and an in-memory [`fake`] for
+//! engine tests and demos. The engine never sees a protocol detail: it asks for a
+//! [`PowerOp`] or a one-time [`BootDevice`] and gets a [`BmcError`] that says, in
+//! words an operator understands, what went wrong.
+
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Power as the BMC reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Power {
+    On,
+    Off,
+}
+
+impl fmt::Display for Power {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Power::On => "on",
+            Power::Off => "off",
+        })
+    }
+}
+
+/// A power command. Which ones a BMC offers is in [`Capabilities`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerOp {
+    /// Power up (IPMI chassis control 1, Redfish `On`).
+    On,
+    /// Ask the OS to shut down (IPMI soft-off via ACPI, Redfish `GracefulShutdown`).
+    GracefulOff,
+    /// Cut power now (IPMI chassis control 0, Redfish `ForceOff`).
+    ForceOff,
+    /// Reset without a power cut (IPMI chassis control 3, Redfish `ForceRestart`).
+    /// Not idempotent.
+    HardReset,
+    /// Off then on (IPMI chassis control 2, Redfish `PowerCycle`). Not idempotent.
+    PowerCycle,
+    /// Ask the OS to restart (Redfish `GracefulRestart`; IPMI has none).
+    GracefulRestart,
+}
+
+impl PowerOp {
+    /// Whether sending this twice can do something that sending it once did not.
+    /// Such a command is never re-sent blindly after a crash or a lost reply.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(
+            self,
+            PowerOp::HardReset | PowerOp::PowerCycle | PowerOp::GracefulRestart
+        )
+    }
+
+    /// The name used in step events, logs and the fake's journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerOp::On => "power_on",
+            PowerOp::GracefulOff => "graceful_off",
+            PowerOp::ForceOff => "force_off",
+            PowerOp::HardReset => "hard_reset",
+            PowerOp::PowerCycle => "power_cycle",
+            PowerOp::GracefulRestart => "graceful_restart",
+        }
+    }
+}
+
+impl fmt::Display for PowerOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A one-time boot device (applies to the next boot only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootDevice {
+    Pxe,
+    Disk,
+    Cd,
+    Bios,
+}
+
+impl fmt::Display for BootDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+            BootDevice::Cd => "cd",
+            BootDevice::Bios => "bios",
+        })
+    }
+}
+
+/// What a BMC can do, found out by asking it (Redfish allowable values) or known
+/// from the protocol (IPMI chassis control).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    pub power_ops: Vec<PowerOp>,
+    pub boot_devices: Vec<BootDevice>,
+    pub virtual_media: bool,
+}
+
+impl Capabilities {
+    pub fn supports(&self, op: PowerOp) -> bool {
+        self.power_ops.contains(&op)
+    }
+}
+
+/// What went wrong talking to a BMC. Messages never carry a credential.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BmcError {
+    #[error("BMC did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach the BMC: {0}")]
+    Unreachable(String),
+    #[error("the BMC refused the credentials: {0}")]
+    Auth(String),
+    #[error("the BMC refused the command: {0}")]
+    Refused(String),
+    #[error("the BMC does not support {0}")]
+    Unsupported(String),
+    #[error("the BMC answered something we cannot understand: {0}")]
+    Protocol(String),
+}
+
+impl BmcError {
+    /// Errors that say the BMC is down or unreachable (gRPC `UNAVAILABLE`), as
+    /// opposed to a BMC that answered and said no.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, BmcError::Timeout(_) | BmcError::Unreachable(_))
+    }
+
+    /// A short machine-friendly kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BmcError::Timeout(_) => "timeout",
+            BmcError::Unreachable(_) => "unreachable",
+            BmcError::Auth(_) => "auth",
+            BmcError::Refused(_) => "refused",
+            BmcError::Unsupported(_) => "unsupported",
+            BmcError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// One server's BMC. Implementations must be safe to call from several tasks;
+/// the engine serialises operations per BMC itself.
+#[async_trait]
+pub trait Bmc: Send + Sync + fmt::Debug {
+    /// What this BMC offers. May talk to the BMC (discovery) and cache the answer.
+    async fn capabilities(&self) -> Result<Capabilities, BmcError>;
+
+    /// The power state now, read from the BMC.
+    async fn power_state(&self) -> Result<Power, BmcError>;
+
+    /// Send one power command. Returns once the BMC accepted it, not once the
+    /// power changed: the engine confirms the change by polling `power_state`.
+    async fn power(&self, op: PowerOp) -> Result<(), BmcError>;
+
+    /// Boot from `device` on the next boot only.
+    async fn set_boot_once(&self, device: BootDevice) -> Result<(), BmcError>;
+
+    /// Insert an image as virtual media (a CD).
+    async fn insert_media(&self, _image_url: &str) -> Result<(), BmcError> {
+        Err(BmcError::Unsupported("virtual media".into()))
+    }
+
+    /// Eject whatever virtual media is inserted.
+    async fn eject_media(&self) -> Result<(), BmcError> {
+        Err(BmcError::Unsupported("virtual media".into()))
+    }
+
+    /// Release BMC-side resources (sessions). Called once on shutdown or removal.
+    async fn close(&self) {}
+}
+
+pub type SharedBmc = Arc<dyn Bmc>;
+
+/// The protocol a BMC speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Ipmi,
+    Redfish,
+}
+
+impl Protocol {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Protocol::Ipmi => 623,
+            Protocol::Redfish => 443,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ipmi => "ipmi",
+            Protocol::Redfish => "redfish",
+        }
+    }
+}
+
+/// A secret that never prints: `Debug` and `Display` show `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that sends it to a BMC.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Everything a driver needs to reach one BMC.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub protocol: Protocol,
+    pub address: String,
+    pub port: u16,
+    pub username: String,
+    pub password: Secret,
+    /// Protocol-specific settings (a Redfish system id, a CA bundle, an IPMI
+    /// cipher suite...), passed through to the driver, which validates them.
+    pub options: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    /// `address:port`, the key for "one operation at a time per BMC".
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+}
+
+/// Builds a driver for an endpoint. The daemon has one, chosen from the config:
+/// real protocols, or the fake for tests and demos.
+pub trait BmcFactory: Send + Sync {
+    fn connect(&self, server_id: &str, endpoint: &Endpoint) -> Result<SharedBmc, BmcError>;
+}
+
+/// The factory for real BMCs: one driver module per protocol.
+#[derive(Debug, Default)]
+pub struct RealBmcFactory;
+
+impl BmcFactory for RealBmcFactory {
+    fn connect(&self, _server_id: &str, endpoint: &Endpoint) -> Result<SharedBmc, BmcError> {
+        match endpoint.protocol {
+            Protocol::Ipmi => Err(BmcError::Unsupported(
+                "IPMI in this build (the IPMI driver has not landed yet)".into(),
+            )),
+            Protocol::Redfish => Err(BmcError::Unsupported(
+                "Redfish in this build (the Redfish driver has not landed yet)".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! rack-agent: a per-rack daemon that power-controls bare-metal servers through
+//! their BMCs for a cloud control plane. See `DESIGN` in the README for the pieces.
+
+pub mod bmc;
+
+/// Generated gRPC types and service traits (`proto/rackagent/v1`).
+pub mod proto {
+    #![allow(clippy::all)]
+    tonic::include_proto!("rackagent.v1");
+}
