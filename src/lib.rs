@@ -2,6 +2,11 @@
 //! their BMCs for a cloud control plane. See `DESIGN` in the README for the pieces.
 
 pub mod bmc;
+pub mod config;
+pub mod engine;
+pub mod model;
+pub mod policy;
+pub mod store;
 
 /// Generated gRPC types and service traits (`proto/rackagent/v1`).
 pub mod proto {

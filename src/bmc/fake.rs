@@ -26,6 +26,9 @@ use super::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FakeSettings {
+    /// Must be `true` to take effect: a reminder in the file that this is not a
+    /// production setting.
+    pub enabled: bool,
     /// Time each command takes.
     #[serde(default = "default_latency", with = "humantime_serde")]
     pub latency: Duration,
@@ -56,6 +59,7 @@ fn default_power() -> Power {
 impl Default for FakeSettings {
     fn default() -> Self {
         FakeSettings {
+            enabled: true,
             latency: default_latency(),
             initial_power: default_power(),
             ignore_acpi: false,

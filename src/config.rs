@@ -1,0 +1,321 @@
+//! The daemon's TOML config. Unknown fields are errors everywhere, so a typo
+//! fails at start (and in `rack-agent check-config`) instead of being ignored.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::bmc::fake::FakeSettings;
+use crate::bmc::Protocol;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address. Default `127.0.0.1:50051`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the SQLite database lives (created 0700). Default `/var/lib/rack-agent`,
+    /// or `$STATE_DIRECTORY` under systemd.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Directory of BMC password files. Default `$CREDENTIALS_DIRECTORY`
+    /// (systemd `LoadCredential=`), else `/etc/rack-agent/credentials`.
+    #[serde(default)]
+    pub credentials_dir: Option<PathBuf>,
+    /// Log filter (`info`, `rack_agent=debug`, ...); `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub sync: SyncSettings,
+    #[serde(default)]
+    pub events: EventSettings,
+    /// Static inventory: servers the agent owns without an enrol call.
+    #[serde(default)]
+    pub servers: Vec<ServerEntry>,
+    /// FOR TESTS AND DEMOS ONLY: replace every BMC with an in-memory simulator.
+    #[serde(default)]
+    pub fake_bmc: Option<FakeSettings>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// How long the agent waits, per step. Every field has a default.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// One BMC command, from send to answer.
+    #[serde(with = "humantime_serde")]
+    pub bmc_command: Duration,
+    /// A SOFT reboot waits this long for the server to go off before it falls
+    /// back to a HARD reboot (and records that it did).
+    #[serde(with = "humantime_serde")]
+    pub soft_reboot: Duration,
+    /// A graceful stop waits this long before forcing the power off.
+    #[serde(with = "humantime_serde")]
+    pub graceful_stop: Duration,
+    /// After a command, how long to wait for the BMC to report the new power state.
+    #[serde(with = "humantime_serde")]
+    pub power_confirm: Duration,
+    /// How often to read the power state while waiting for a change.
+    #[serde(with = "humantime_serde")]
+    pub confirm_poll: Duration,
+    /// On SIGTERM, how long in-flight actions get to finish before they are
+    /// left for the next start to recover.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            bmc_command: Duration::from_secs(15),
+            soft_reboot: Duration::from_secs(120),
+            graceful_stop: Duration::from_secs(120),
+            power_confirm: Duration::from_secs(60),
+            confirm_poll: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The power-state sync loop.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSettings {
+    /// Time between two polls of every BMC.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Up to this much is added at random to each interval, so racks do not
+    /// poll in lockstep.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// BMCs polled at once.
+    pub max_concurrent: usize,
+    /// Consecutive failed polls after which the power state becomes UNKNOWN.
+    pub unknown_after_failures: u32,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            interval: Duration::from_secs(30),
+            jitter: Duration::from_secs(3),
+            max_concurrent: 16,
+            unknown_after_failures: 3,
+        }
+    }
+}
+
+/// The watch stream's retained history.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// Events kept for clients that resume a watch from a cursor.
+    pub retain: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings { retain: 100_000 }
+    }
+}
+
+/// One server of the static inventory.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEntry {
+    pub id: String,
+    /// The project (tenant) that owns it.
+    pub project: String,
+    pub protocol: Protocol,
+    pub address: String,
+    /// Default: 623 for IPMI, 443 for Redfish.
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub username: String,
+    /// File holding the BMC password (relative to the credentials directory).
+    pub password_file: String,
+    /// Protocol-specific settings, passed to the driver.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let t = &self.timeouts;
+        for (name, d) in [
+            ("timeouts.bmc_command", t.bmc_command),
+            ("timeouts.soft_reboot", t.soft_reboot),
+            ("timeouts.graceful_stop", t.graceful_stop),
+            ("timeouts.power_confirm", t.power_confirm),
+            ("timeouts.confirm_poll", t.confirm_poll),
+            ("sync.interval", self.sync.interval),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        if self.sync.max_concurrent == 0 {
+            return Err("sync.max_concurrent must be at least 1".into());
+        }
+        if self.sync.unknown_after_failures == 0 {
+            return Err("sync.unknown_after_failures must be at least 1".into());
+        }
+        if self.events.retain == 0 {
+            return Err("events.retain must be at least 1".into());
+        }
+        let mut seen = HashSet::new();
+        for s in &self.servers {
+            crate::engine::validate_server_id(&s.id).map_err(|e| format!("servers: {e}"))?;
+            if !seen.insert(&s.id) {
+                return Err(format!("servers: id {:?} appears twice", s.id));
+            }
+            if s.project.trim().is_empty() {
+                return Err(format!("servers.{}: project must not be empty", s.id));
+            }
+            if s.address.trim().is_empty() {
+                return Err(format!("servers.{}: address must not be empty", s.id));
+            }
+            if s.password_file.trim().is_empty() {
+                return Err(format!("servers.{}: password_file must not be empty", s.id));
+            }
+        }
+        if let Some(f) = &self.fake_bmc {
+            if !f.enabled {
+                return Err("fake_bmc: present but `enabled = false`; remove the section or set enabled = true".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The fake-BMC settings when the fake is on.
+    pub fn fake(&self) -> Option<&FakeSettings> {
+        self.fake_bmc.as_ref().filter(|f| f.enabled)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/rack-agent"))
+    }
+
+    pub fn credentials_dir(&self) -> PathBuf {
+        self.credentials_dir
+            .clone()
+            .or_else(|| std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/etc/rack-agent/credentials"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.timeouts, Timeouts::default());
+        assert!(c.fake().is_none());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse("[sync]\nintervall = \"5s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test.toml"), "{err}");
+        assert!(err.contains("intervall"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_refused() {
+        let err = parse("[timeouts]\nsoft_reboot = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soft_reboot"), "{err}");
+    }
+
+    #[test]
+    fn zero_interval_is_refused() {
+        let err = parse("[sync]\ninterval = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sync.interval"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_server_is_refused() {
+        let entry = "[[servers]]\nid = \"a\"\nproject = \"p\"\nprotocol = \"ipmi\"\naddress = \"127.0.0.1\"\nusername = \"u\"\npassword_file = \"a.pass\"\n";
+        let err = parse(&format!("{entry}{entry}")).unwrap_err().to_string();
+        assert!(err.contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn unknown_protocol_is_refused() {
+        let err = parse("[[servers]]\nid = \"a\"\nproject = \"p\"\nprotocol = \"snmp\"\naddress = \"x\"\nusername = \"u\"\npassword_file = \"f\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("snmp"), "{err}");
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["rack-agent.toml", "demo.toml"] {
+            Config::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,731 @@
+//! SQLite persistence: servers, actions, their step events, and the numbered
+//! event log that watchers resume from (which is also the power-state history).
+//!
+//! WAL mode with `synchronous = FULL`: an action the API answered is on disk
+//! before the answer leaves, and a step is on disk as "started" before its BMC
+//! command is sent. Calls are short and made inline under one connection lock.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::bmc::{Protocol, Secret};
+use crate::model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot prepare the state directory {path}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database holds a value this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS servers (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    address TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    password TEXT,
+    password_file TEXT,
+    options TEXT NOT NULL,
+    power TEXT NOT NULL,
+    power_observed_at INTEGER,
+    vm_state TEXT NOT NULL,
+    task_action_id TEXT,
+    task_kind TEXT,
+    locked INTEGER NOT NULL,
+    locked_by_admin INTEGER NOT NULL,
+    bmc_error TEXT,
+    source TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS actions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    server_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    params TEXT NOT NULL,
+    request_id TEXT UNIQUE,
+    caller TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    message TEXT NOT NULL,
+    superseded_by TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_by_server ON actions (server_id, seq);
+CREATE INDEX IF NOT EXISTS actions_by_state ON actions (state);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_by_action ON steps (action_id, id);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    server_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    power TEXT NOT NULL,
+    vm_state TEXT NOT NULL,
+    task TEXT,
+    action_id TEXT,
+    cause TEXT NOT NULL
+);
+"#;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}"))
+}
+
+fn parse_enum<T>(what: &str, s: String, f: fn(&str) -> Option<T>) -> Result<T> {
+    f(&s).ok_or_else(|| corrupt(what, &s))
+}
+
+impl Store {
+    /// Opens (or creates) `DIR/rack-agent.db`. The directory is made 0700 and
+    /// the database files 0600: inline BMC passwords live there.
+    pub fn open(dir: &Path) -> Result<Store> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir_err = |source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(dir_err)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+        let path = dir.join("rack-agent.db");
+        if !path.exists() {
+            // Create the file ourselves so it is never world-readable, even briefly.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode_0600()
+                .open(&path)
+                .map_err(dir_err)?;
+        }
+        let conn = Connection::open(&path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ---- servers ----
+
+    pub fn put_server(&self, s: &ServerRecord) -> Result<()> {
+        let (password, password_file) = match &s.bmc.credential {
+            Credential::Inline(secret) => (Some(secret.expose().to_string()), None),
+            Credential::File(name) => (None, Some(name.clone())),
+        };
+        let options = serde_json::to_string(&s.bmc.options).unwrap_or_else(|_| "{}".into());
+        self.conn().execute(
+            "INSERT OR REPLACE INTO servers (id, project_id, protocol, address, port, username,
+                password, password_file, options, power, power_observed_at, vm_state,
+                task_action_id, task_kind, locked, locked_by_admin, bmc_error, source, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            params![
+                s.id,
+                s.project_id,
+                s.bmc.protocol.as_str(),
+                s.bmc.address,
+                s.bmc.port,
+                s.bmc.username,
+                password,
+                password_file,
+                options,
+                s.power.as_str(),
+                s.power_observed_at,
+                s.vm_state.as_str(),
+                s.task.as_ref().map(|t| t.0.clone()),
+                s.task.as_ref().map(|t| t.1.as_str()),
+                s.locked,
+                s.locked_by_admin,
+                s.bmc_error,
+                s.source.as_str(),
+                s.created_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_server(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM servers WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    pub fn all_servers(&self) -> Result<Vec<ServerRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT * FROM servers ORDER BY id")?;
+        let rows = stmt.query_map([], raw_server)?;
+        rows.map(|r| r.map_err(StoreError::from).and_then(server_from_raw))
+            .collect()
+    }
+
+    // ---- actions ----
+
+    pub fn insert_action(&self, a: &Action) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO actions (id, server_id, kind, state, params, request_id, caller,
+                created_at, started_at, finished_at, message, superseded_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                a.id,
+                a.server_id,
+                a.kind.as_str(),
+                a.state.as_str(),
+                serde_json::to_string(&a.params).unwrap_or_else(|_| "{}".into()),
+                a.request_id,
+                serde_json::to_string(&a.caller).unwrap_or_else(|_| "{}".into()),
+                a.created_at,
+                a.started_at,
+                a.finished_at,
+                a.message,
+                a.superseded_by,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Writes an action's state, times, message and successor.
+    pub fn update_action(&self, a: &Action) -> Result<()> {
+        self.conn().execute(
+            "UPDATE actions SET state = ?2, started_at = ?3, finished_at = ?4, message = ?5,
+                superseded_by = ?6 WHERE id = ?1",
+            params![
+                a.id,
+                a.state.as_str(),
+                a.started_at,
+                a.finished_at,
+                a.message,
+                a.superseded_by
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn add_step(&self, action_id: &str, step: &StepEvent) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO steps (action_id, at, step, phase, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                action_id,
+                step.at,
+                step.step,
+                step.phase.as_str(),
+                step.detail
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_action(&self, id: &str) -> Result<Option<Action>> {
+        let conn = self.conn();
+        let raw = conn
+            .query_row("SELECT * FROM actions WHERE id = ?1", [id], raw_action)
+            .optional()?;
+        raw.map(|r| action_with_steps(&conn, r)).transpose()
+    }
+
+    pub fn action_by_request_id(&self, request_id: &str) -> Result<Option<Action>> {
+        let conn = self.conn();
+        let raw = conn
+            .query_row(
+                "SELECT * FROM actions WHERE request_id = ?1",
+                [request_id],
+                raw_action,
+            )
+            .optional()?;
+        raw.map(|r| action_with_steps(&conn, r)).transpose()
+    }
+
+    /// A page of a server's actions, newest first. `before` is the cursor of the
+    /// previous page; the second value is the cursor of the next one.
+    pub fn list_actions(
+        &self,
+        server_id: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<Action>, Option<i64>)> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT * FROM actions WHERE server_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let raws: Vec<RawAction> = stmt
+            .query_map(
+                params![server_id, before.unwrap_or(i64::MAX), limit as i64 + 1],
+                raw_action,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        let more = raws.len() > limit;
+        let mut out = Vec::new();
+        let mut last_seq = None;
+        for raw in raws.into_iter().take(limit) {
+            last_seq = Some(raw.seq);
+            out.push(action_with_steps(&conn, raw)?);
+        }
+        Ok((out, if more { last_seq } else { None }))
+    }
+
+    /// Actions that were accepted but had not ended when the agent stopped.
+    pub fn unfinished_actions(&self) -> Result<Vec<Action>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT * FROM actions WHERE state IN ('pending', 'running') ORDER BY seq")?;
+        let raws: Vec<RawAction> = stmt
+            .query_map([], raw_action)?
+            .collect::<rusqlite::Result<_>>()?;
+        raws.into_iter()
+            .map(|r| action_with_steps(&conn, r))
+            .collect()
+    }
+
+    // ---- events ----
+
+    /// Appends an event and returns it numbered. Keeps the newest `retain`.
+    pub fn append_event(&self, mut ev: ServerEvent, retain: u64) -> Result<ServerEvent> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO events (at, server_id, kind, power, vm_state, task, action_id, cause)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                ev.at,
+                ev.server_id,
+                ev.kind.as_str(),
+                ev.power.as_str(),
+                ev.vm_state.as_str(),
+                ev.task.map(|t| t.as_str()),
+                ev.action_id,
+                ev.cause
+            ],
+        )?;
+        ev.seq = conn.last_insert_rowid() as u64;
+        if ev.seq % 256 == 0 && ev.seq > retain {
+            conn.execute(
+                "DELETE FROM events WHERE seq <= ?1",
+                [(ev.seq - retain) as i64],
+            )?;
+        }
+        Ok(ev)
+    }
+
+    /// Events after `after_seq`, oldest first, at most `limit`.
+    pub fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<ServerEvent>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT * FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![after_seq as i64, limit as i64], raw_event)?;
+        rows.map(|r| r.map_err(StoreError::from).and_then(event_from_raw))
+            .collect()
+    }
+
+    /// The oldest and newest retained sequence numbers (0, 0 when empty).
+    pub fn event_bounds(&self) -> Result<(u64, u64)> {
+        let (lo, hi): (Option<i64>, Option<i64>) =
+            self.conn()
+                .query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        // AUTOINCREMENT never reuses numbers, even after pruning to empty.
+        let hi = match hi {
+            Some(h) => h,
+            None => self
+                .conn()
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0),
+        };
+        Ok((lo.unwrap_or(hi + 1) as u64, hi as u64))
+    }
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+// ---- row mapping ----
+
+struct RawServer {
+    id: String,
+    project_id: String,
+    protocol: String,
+    address: String,
+    port: u16,
+    username: String,
+    password: Option<String>,
+    password_file: Option<String>,
+    options: String,
+    power: String,
+    power_observed_at: Option<i64>,
+    vm_state: String,
+    task_action_id: Option<String>,
+    task_kind: Option<String>,
+    locked: bool,
+    locked_by_admin: bool,
+    bmc_error: Option<String>,
+    source: String,
+    created_at: i64,
+}
+
+fn raw_server(r: &Row<'_>) -> rusqlite::Result<RawServer> {
+    Ok(RawServer {
+        id: r.get("id")?,
+        project_id: r.get("project_id")?,
+        protocol: r.get("protocol")?,
+        address: r.get("address")?,
+        port: r.get("port")?,
+        username: r.get("username")?,
+        password: r.get("password")?,
+        password_file: r.get("password_file")?,
+        options: r.get("options")?,
+        power: r.get("power")?,
+        power_observed_at: r.get("power_observed_at")?,
+        vm_state: r.get("vm_state")?,
+        task_action_id: r.get("task_action_id")?,
+        task_kind: r.get("task_kind")?,
+        locked: r.get("locked")?,
+        locked_by_admin: r.get("locked_by_admin")?,
+        bmc_error: r.get("bmc_error")?,
+        source: r.get("source")?,
+        created_at: r.get("created_at")?,
+    })
+}
+
+fn server_from_raw(r: RawServer) -> Result<ServerRecord> {
+    let protocol = match r.protocol.as_str() {
+        "ipmi" => Protocol::Ipmi,
+        "redfish" => Protocol::Redfish,
+        other => return Err(corrupt("protocol", other)),
+    };
+    let credential = match (r.password, r.password_file) {
+        (Some(p), _) => Credential::Inline(Secret::new(p)),
+        (None, Some(f)) => Credential::File(f),
+        (None, None) => return Err(corrupt("credential of server", &r.id)),
+    };
+    let options: BTreeMap<String, String> =
+        serde_json::from_str(&r.options).map_err(|_| corrupt("options", &r.options))?;
+    let task = match (r.task_action_id, r.task_kind) {
+        (Some(id), Some(kind)) => Some((id, parse_enum("task kind", kind, ActionKind::parse)?)),
+        _ => None,
+    };
+    Ok(ServerRecord {
+        id: r.id,
+        project_id: r.project_id,
+        bmc: BmcRecord {
+            protocol,
+            address: r.address,
+            port: r.port,
+            username: r.username,
+            credential,
+            options,
+        },
+        power: parse_enum("power", r.power, PowerState::parse)?,
+        power_observed_at: r.power_observed_at,
+        vm_state: parse_enum("vm_state", r.vm_state, VmState::parse)?,
+        task,
+        locked: r.locked,
+        locked_by_admin: r.locked_by_admin,
+        bmc_error: r.bmc_error,
+        source: parse_enum("source", r.source, Source::parse)?,
+        created_at: r.created_at,
+    })
+}
+
+struct RawAction {
+    seq: i64,
+    id: String,
+    server_id: String,
+    kind: String,
+    state: String,
+    params: String,
+    request_id: Option<String>,
+    caller: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    message: String,
+    superseded_by: Option<String>,
+}
+
+fn raw_action(r: &Row<'_>) -> rusqlite::Result<RawAction> {
+    Ok(RawAction {
+        seq: r.get("seq")?,
+        id: r.get("id")?,
+        server_id: r.get("server_id")?,
+        kind: r.get("kind")?,
+        state: r.get("state")?,
+        params: r.get("params")?,
+        request_id: r.get("request_id")?,
+        caller: r.get("caller")?,
+        created_at: r.get("created_at")?,
+        started_at: r.get("started_at")?,
+        finished_at: r.get("finished_at")?,
+        message: r.get("message")?,
+        superseded_by: r.get("superseded_by")?,
+    })
+}
+
+fn action_with_steps(conn: &Connection, r: RawAction) -> Result<Action> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, step, phase, detail FROM steps WHERE action_id = ?1 ORDER BY id",
+    )?;
+    let events = stmt
+        .query_map([&r.id], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })?
+        .map(|row| {
+            let (at, step, phase, detail) = row?;
+            Ok(StepEvent {
+                at,
+                step,
+                phase: parse_enum("step phase", phase, StepPhase::parse)?,
+                detail,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Action {
+        kind: parse_enum("action kind", r.kind, ActionKind::parse)?,
+        state: parse_enum("action state", r.state, ActionState::parse)?,
+        params: serde_json::from_str(&r.params).map_err(|_| corrupt("params", &r.params))?,
+        caller: serde_json::from_str(&r.caller).map_err(|_| corrupt("caller", &r.caller))?,
+        id: r.id,
+        server_id: r.server_id,
+        request_id: r.request_id,
+        created_at: r.created_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        message: r.message,
+        events,
+        superseded_by: r.superseded_by,
+    })
+}
+
+struct RawEvent {
+    seq: i64,
+    at: i64,
+    server_id: String,
+    kind: String,
+    power: String,
+    vm_state: String,
+    task: Option<String>,
+    action_id: Option<String>,
+    cause: String,
+}
+
+fn raw_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok(RawEvent {
+        seq: r.get("seq")?,
+        at: r.get("at")?,
+        server_id: r.get("server_id")?,
+        kind: r.get("kind")?,
+        power: r.get("power")?,
+        vm_state: r.get("vm_state")?,
+        task: r.get("task")?,
+        action_id: r.get("action_id")?,
+        cause: r.get("cause")?,
+    })
+}
+
+fn event_from_raw(r: RawEvent) -> Result<ServerEvent> {
+    Ok(ServerEvent {
+        seq: r.seq as u64,
+        at: r.at,
+        server_id: r.server_id,
+        kind: parse_enum("event kind", r.kind, EventKind::parse)?,
+        power: parse_enum("power", r.power, PowerState::parse)?,
+        vm_state: parse_enum("vm_state", r.vm_state, VmState::parse)?,
+        task: r
+            .task
+            .map(|t| parse_enum("task", t, ActionKind::parse))
+            .transpose()?,
+        action_id: r.action_id,
+        cause: r.cause,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn server(id: &str) -> ServerRecord {
+        ServerRecord {
+            id: id.into(),
+            project_id: "p1".into(),
+            bmc: BmcRecord {
+                protocol: Protocol::Ipmi,
+                address: "127.0.0.1".into(),
+                port: 623,
+                username: "admin".into(),
+                credential: Credential::Inline(Secret::new("s3cret")),
+                options: BTreeMap::from([("cipher_suite".into(), "3".into())]),
+            },
+            power: PowerState::On,
+            power_observed_at: Some(5),
+            vm_state: VmState::Active,
+            task: Some(("a1".into(), ActionKind::RebootHard)),
+            locked: false,
+            locked_by_admin: false,
+            bmc_error: None,
+            source: Source::Api,
+            created_at: 1,
+        }
+    }
+
+    fn action(id: &str, server: &str) -> Action {
+        Action {
+            id: id.into(),
+            server_id: server.into(),
+            kind: ActionKind::RebootHard,
+            state: ActionState::Pending,
+            params: BTreeMap::new(),
+            request_id: Some(format!("req-{id}")),
+            caller: Caller::agent(),
+            created_at: 1,
+            started_at: None,
+            finished_at: None,
+            message: String::new(),
+            events: vec![],
+            superseded_by: None,
+        }
+    }
+
+    #[test]
+    fn servers_round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_server(&server("s1")).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.all_servers().unwrap(), vec![server("s1")]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("rack-agent.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "database must not be readable by others");
+    }
+
+    #[test]
+    fn actions_page_newest_first_with_steps() {
+        let store = Store::open_in_memory().unwrap();
+        for i in 0..5 {
+            store
+                .insert_action(&action(&format!("a{i}"), "s1"))
+                .unwrap();
+        }
+        store.insert_action(&action("other", "s2")).unwrap();
+        let step = StepEvent {
+            at: 2,
+            step: "hard_reset".into(),
+            phase: StepPhase::Started,
+            detail: String::new(),
+        };
+        store.add_step("a4", &step).unwrap();
+        let (page, next) = store.list_actions("s1", None, 2).unwrap();
+        assert_eq!(
+            page.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["a4", "a3"]
+        );
+        assert_eq!(page[0].events, vec![step]);
+        let (page2, next2) = store.list_actions("s1", next, 10).unwrap();
+        assert_eq!(
+            page2.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["a2", "a1", "a0"]
+        );
+        assert_eq!(next2, None);
+    }
+
+    #[test]
+    fn request_id_is_unique() {
+        let store = Store::open_in_memory().unwrap();
+        store.insert_action(&action("a1", "s1")).unwrap();
+        let mut dup = action("a2", "s1");
+        dup.request_id = Some("req-a1".into());
+        assert!(store.insert_action(&dup).is_err());
+        assert_eq!(
+            store.action_by_request_id("req-a1").unwrap().unwrap().id,
+            "a1"
+        );
+    }
+
+    #[test]
+    fn events_are_numbered_and_pruned() {
+        let store = Store::open_in_memory().unwrap();
+        let ev = ServerEvent {
+            seq: 0,
+            at: 1,
+            server_id: "s1".into(),
+            kind: EventKind::PowerChanged,
+            power: PowerState::Off,
+            vm_state: VmState::Shutoff,
+            task: None,
+            action_id: None,
+            cause: "sync".into(),
+        };
+        for _ in 0..600 {
+            store.append_event(ev.clone(), 100).unwrap();
+        }
+        let (lo, hi) = store.event_bounds().unwrap();
+        assert_eq!(hi, 600);
+        assert!(lo > 1 && lo <= 600 - 100 + 1, "lo={lo}");
+        let after = store.events_after(598, 10).unwrap();
+        assert_eq!(
+            after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![599, 600]
+        );
+    }
+}
