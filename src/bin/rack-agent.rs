@@ -1,1 +1,114 @@
-fn main() {}
+//! The rack-agent daemon: parse flags, load config, set up logging, run.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rack_agent::config::Config;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "rack-agent",
+    version,
+    about = "Power-controls the servers of one rack through their BMCs"
+)]
+struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "/etc/rack-agent/rack-agent.toml",
+        env = "RACK_AGENT_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate a config file and exit: 0 when valid, 1 with the reason when not.
+    CheckConfig {
+        /// The file to check (default: --config).
+        file: Option<PathBuf>,
+    },
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig { file } => {
+            let path = file.unwrap_or(cli.config);
+            match Config::load(&path) {
+                Ok(c) => {
+                    println!(
+                        "{}: ok ({} servers in the static inventory{})",
+                        path.display(),
+                        c.servers.len(),
+                        if c.fake().is_some() {
+                            ", FAKE BMCs"
+                        } else {
+                            ""
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("rack-agent: {}", error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run => {
+            let config = match Config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("rack-agent: {}", error_chain(&e));
+                    return ExitCode::FAILURE;
+                }
+            };
+            let filter = EnvFilter::try_from_default_env()
+                .or_else(|_| EnvFilter::try_new(&config.log_level))
+                .unwrap_or_else(|_| EnvFilter::new("info"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("rack-agent: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(rack_agent::daemon::run(
+                config,
+                rack_agent::daemon::shutdown_signal(),
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %error_chain(&e), "rack-agent failed");
+                    eprintln!("rack-agent: {}", error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The tonic service: each RPC decodes its request, names the caller, calls the
+//! engine and maps the answer. No BMC logic lives here.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+use super::auth;
+use super::convert::{self, required};
+use crate::engine::{ActionRequest, Engine};
+use crate::model::{Caller, ServerEvent};
+use crate::proto as pb;
+use crate::proto::rack_agent_server::RackAgent;
+
+pub struct Service {
+    engine: Arc<Engine>,
+}
+
+impl Service {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Service { engine }
+    }
+
+    fn submit(
+        &self,
+        caller: &Caller,
+        server_id: &str,
+        req: ActionRequest,
+        request_id: &str,
+    ) -> Result<Response<pb::Action>, Status> {
+        required("server_id", server_id)?;
+        let a = self
+            .engine
+            .submit(caller, server_id, req, convert::request_id(request_id))?;
+        Ok(Response::new(convert::action(&a)))
+    }
+}
+
+fn who<T>(req: &Request<T>) -> Result<Caller, Status> {
+    Ok(auth::caller(req.metadata())?)
+}
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl RackAgent for Service {
+    async fn enroll_server(
+        &self,
+        req: Request<pb::EnrollServerRequest>,
+    ) -> Result<Response<pb::Server>, Status> {
+        let caller = who(&req)?;
+        let enroll = convert::enroll(req.into_inner())?;
+        let rec = self.engine.enroll(&caller, enroll).await?;
+        Ok(Response::new(convert::server(&rec)))
+    }
+
+    async fn get_server(
+        &self,
+        req: Request<pb::GetServerRequest>,
+    ) -> Result<Response<pb::Server>, Status> {
+        let caller = who(&req)?;
+        let id = req.into_inner().id;
+        required("id", &id)?;
+        Ok(Response::new(convert::server(
+            &self.engine.get_server(&caller, &id)?,
+        )))
+    }
+
+    async fn list_servers(
+        &self,
+        req: Request<pb::ListServersRequest>,
+    ) -> Result<Response<pb::ListServersResponse>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let (page, next) =
+            self.engine
+                .list_servers(&caller, after, convert::page_size(r.page_size));
+        Ok(Response::new(pb::ListServersResponse {
+            servers: page.iter().map(convert::server).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn remove_server(
+        &self,
+        req: Request<pb::RemoveServerRequest>,
+    ) -> Result<Response<pb::RemoveServerResponse>, Status> {
+        let caller = who(&req)?;
+        let id = req.into_inner().id;
+        required("id", &id)?;
+        self.engine.remove_server(&caller, &id).await?;
+        Ok(Response::new(pb::RemoveServerResponse {}))
+    }
+
+    async fn reboot(
+        &self,
+        req: Request<pb::RebootRequest>,
+    ) -> Result<Response<pb::Action>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        self.submit(
+            &caller,
+            &r.server_id,
+            convert::reboot(r.r#type)?,
+            &r.request_id,
+        )
+    }
+
+    async fn start(&self, req: Request<pb::StartRequest>) -> Result<Response<pb::Action>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        self.submit(&caller, &r.server_id, ActionRequest::Start, &r.request_id)
+    }
+
+    async fn stop(&self, req: Request<pb::StopRequest>) -> Result<Response<pb::Action>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        self.submit(
+            &caller,
+            &r.server_id,
+            ActionRequest::Stop { force: r.force },
+            &r.request_id,
+        )
+    }
+
+    async fn reinstall(
+        &self,
+        req: Request<pb::ReinstallRequest>,
+    ) -> Result<Response<pb::Action>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        self.submit(
+            &caller,
+            &r.server_id,
+            convert::reinstall(r.boot_source)?,
+            &r.request_id,
+        )
+    }
+
+    async fn reset_state(
+        &self,
+        req: Request<pb::ResetStateRequest>,
+    ) -> Result<Response<pb::Action>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        self.submit(
+            &caller,
+            &r.server_id,
+            convert::reset_state(r.state)?,
+            &r.request_id,
+        )
+    }
+
+    async fn lock(&self, req: Request<pb::LockRequest>) -> Result<Response<pb::Action>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        self.submit(&caller, &r.server_id, ActionRequest::Lock, &r.request_id)
+    }
+
+    async fn unlock(
+        &self,
+        req: Request<pb::UnlockRequest>,
+    ) -> Result<Response<pb::Action>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        self.submit(&caller, &r.server_id, ActionRequest::Unlock, &r.request_id)
+    }
+
+    async fn get_action(
+        &self,
+        req: Request<pb::GetActionRequest>,
+    ) -> Result<Response<pb::Action>, Status> {
+        let caller = who(&req)?;
+        let id = req.into_inner().id;
+        required("id", &id)?;
+        Ok(Response::new(convert::action(
+            &self.engine.get_action(&caller, &id)?,
+        )))
+    }
+
+    async fn list_actions(
+        &self,
+        req: Request<pb::ListActionsRequest>,
+    ) -> Result<Response<pb::ListActionsResponse>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        required("server_id", &r.server_id)?;
+        let before = convert::action_page_token(&r.page_token)?;
+        let (page, next) = self.engine.list_actions(
+            &caller,
+            &r.server_id,
+            before,
+            convert::page_size(r.page_size),
+        )?;
+        Ok(Response::new(pb::ListActionsResponse {
+            actions: page.iter().map(convert::action).collect(),
+            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    type WatchActionStream = Stream_<pb::Action>;
+
+    async fn watch_action(
+        &self,
+        req: Request<pb::WatchActionRequest>,
+    ) -> Result<Response<Self::WatchActionStream>, Status> {
+        let caller = who(&req)?;
+        let id = req.into_inner().id;
+        required("id", &id)?;
+        // Subscribe before the first read so no change falls in between.
+        let mut updates = self.engine.action_updates();
+        let first = self.engine.get_action(&caller, &id)?;
+        let engine = self.engine.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(Ok(convert::action(&last))).await.is_err() {
+                return;
+            }
+            while !last.state.is_terminal() {
+                match updates.recv().await {
+                    Ok(changed) if changed != id => continue,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+                let Ok(Some(now)) = engine.load_action(&id) else {
+                    return;
+                };
+                if now != last {
+                    if tx.send(Ok(convert::action(&now))).await.is_err() {
+                        return;
+                    }
+                    last = now;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_power_state(
+        &self,
+        req: Request<pb::GetPowerStateRequest>,
+    ) -> Result<Response<pb::PowerStatus>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        required("server_id", &r.server_id)?;
+        let reading = self
+            .engine
+            .power_state(&caller, &r.server_id, r.refresh)
+            .await?;
+        Ok(Response::new(convert::power_status(&reading)))
+    }
+
+    type WatchPowerStateStream = Stream_<pb::ServerEvent>;
+
+    async fn watch_power_state(
+        &self,
+        req: Request<pb::WatchPowerStateRequest>,
+    ) -> Result<Response<Self::WatchPowerStateStream>, Status> {
+        let caller = who(&req)?;
+        let r = req.into_inner();
+        for id in &r.server_ids {
+            // An unknown or forbidden id is an error now, not a silent empty stream.
+            self.engine.get_server(&caller, id)?;
+        }
+        let only: HashSet<String> = r.server_ids.into_iter().collect();
+        let live = self.engine.subscribe_events();
+        let (lo, hi) = self.engine.event_bounds().map_err(Status::from)?;
+        let cursor = match r.after_seq {
+            0 => hi,
+            s if s > hi => {
+                return Err(Status::out_of_range(format!(
+                    "cursor {s} is ahead of the newest event ({hi})"
+                )))
+            }
+            s if s + 1 < lo => {
+                return Err(Status::out_of_range(format!(
+                    "cursor {s} is older than the oldest retained event ({lo}); re-read the servers and watch from {}",
+                    lo - 1
+                )))
+            }
+            s => s,
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let filter = |ev: &ServerEvent| {
+                (only.is_empty() || only.contains(&ev.server_id))
+                    && engine.may_read(&caller, &ev.server_id)
+            };
+            if let Err(e) = follow(&engine, live, cursor, &filter, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends retained events after `cursor`, then live ones, in order and without
+/// gaps: when the live channel skips ahead or lags, the store fills the gap.
+async fn follow(
+    engine: &Engine,
+    mut live: broadcast::Receiver<ServerEvent>,
+    mut cursor: u64,
+    filter: &(dyn Fn(&ServerEvent) -> bool + Sync),
+    tx: &mpsc::Sender<Result<pb::ServerEvent, Status>>,
+) -> Result<(), Status> {
+    let catch_up = |cursor: &mut u64| -> Result<Vec<ServerEvent>, Status> {
+        let mut out = Vec::new();
+        loop {
+            let batch = engine.events_after(*cursor, 500)?;
+            let n = batch.len();
+            for ev in batch {
+                *cursor = ev.seq;
+                out.push(ev);
+            }
+            if n < 500 {
+                return Ok(out);
+            }
+        }
+    };
+    let send_all = |evs: Vec<ServerEvent>| async move {
+        for ev in evs.iter().filter(|e| filter(e)) {
+            if tx.send(Ok(convert::event(ev))).await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    if !send_all(catch_up(&mut cursor)?).await {
+        return Ok(());
+    }
+    loop {
+        let evs = match live.recv().await {
+            Ok(ev) if ev.seq <= cursor => continue,
+            Ok(ev) if ev.seq == cursor + 1 => {
+                cursor = ev.seq;
+                vec![ev]
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                debug!(cursor, "watcher fell behind; reading from the store");
+                catch_up(&mut cursor)?
+            }
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        if !send_all(evs).await {
+            return Ok(());
+        }
+    }
+}

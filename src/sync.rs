@@ -1,0 +1,138 @@
+//! The power-state sync loop: polls every BMC on an interval with jitter and a
+//! bound on concurrency. What it finds goes through the engine, which persists
+//! and publishes a change (including one made behind the agent's back).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use crate::config::SyncSettings;
+use crate::engine::Engine;
+
+/// Polls until `stop` turns true.
+pub async fn run(engine: Arc<Engine>, settings: SyncSettings, mut stop: watch::Receiver<bool>) {
+    let limit = Arc::new(Semaphore::new(settings.max_concurrent));
+    loop {
+        let pass = poll_all(&engine, &limit);
+        tokio::select! {
+            _ = pass => {}
+            _ = stop.changed() => return,
+        }
+        let jitter_ms = settings.jitter.as_millis() as u64;
+        let extra = if jitter_ms == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=jitter_ms)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(settings.interval + Duration::from_millis(extra)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One pass over every server, at most `limit` at once.
+async fn poll_all(engine: &Arc<Engine>, limit: &Arc<Semaphore>) {
+    let started = tokio::time::Instant::now();
+    let mut set = JoinSet::new();
+    let ids = engine.server_ids();
+    for id in ids.iter().cloned() {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let engine = engine.clone();
+        set.spawn(async move {
+            let _permit = permit;
+            engine.poll_power(&id, "sync").await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+    debug!(
+        servers = ids.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "sync pass done"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bmc::fake::{FakeBmcFactory, FakeSettings};
+    use crate::bmc::BmcFactory;
+    use crate::bmc::{Endpoint, Power, Protocol, Secret};
+    use crate::config::Timeouts;
+    use crate::engine::{EngineSettings, EnrollRequest};
+    use crate::model::*;
+    use crate::policy::Policy;
+    use crate::store::Store;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_power_button_press_reaches_watchers_within_two_intervals() {
+        let fakes = Arc::new(FakeBmcFactory::new(FakeSettings::default()).unwrap());
+        let sync = SyncSettings {
+            interval: Duration::from_secs(10),
+            jitter: Duration::from_secs(1),
+            ..SyncSettings::default()
+        };
+        let engine = Engine::start(
+            Store::open_in_memory().unwrap(),
+            fakes.clone(),
+            EngineSettings {
+                timeouts: Timeouts::default(),
+                sync: sync.clone(),
+                event_retain: 100,
+                credentials_dir: "/nonexistent".into(),
+                policy: Policy::default(),
+            },
+            &[],
+        )
+        .unwrap();
+        let ep = Endpoint {
+            protocol: Protocol::Ipmi,
+            address: "x".into(),
+            port: 1,
+            username: "u".into(),
+            password: Secret::new("p"),
+            options: Default::default(),
+        };
+        fakes.connect("s1", &ep).unwrap();
+        engine
+            .enroll(
+                &Caller::agent(),
+                EnrollRequest {
+                    id: "s1".into(),
+                    project_id: "p".into(),
+                    bmc: BmcRecord {
+                        protocol: Protocol::Ipmi,
+                        address: "192.0.2.9".into(),
+                        port: 623,
+                        username: "u".into(),
+                        credential: Credential::Inline(Secret::new("p")),
+                        options: Default::default(),
+                    },
+                    skip_verify: false,
+                },
+            )
+            .await
+            .unwrap();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(engine.clone(), sync.clone(), stop_rx));
+        let mut events = engine.subscribe_events();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let pressed = tokio::time::Instant::now();
+        fakes.get("s1").unwrap().set_power(Power::Off);
+        let ev = tokio::time::timeout(2 * (sync.interval + sync.jitter), events.recv())
+            .await
+            .expect("no event within two intervals")
+            .unwrap();
+        assert_eq!((ev.server_id.as_str(), ev.power), ("s1", PowerState::Off));
+        assert_eq!(ev.cause, "sync");
+        assert!(pressed.elapsed() <= 2 * (sync.interval + sync.jitter));
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+}
