@@ -339,7 +339,7 @@ impl Store {
             ],
         )?;
         ev.seq = conn.last_insert_rowid() as u64;
-        if ev.seq % 256 == 0 && ev.seq > retain {
+        if ev.seq.is_multiple_of(256) && ev.seq > retain {
             conn.execute(
                 "DELETE FROM events WHERE seq <= ?1",
                 [(ev.seq - retain) as i64],

@@ -40,7 +40,8 @@ async fn poll_all(engine: &Arc<Engine>, limit: &Arc<Semaphore>) {
     let started = tokio::time::Instant::now();
     let mut set = JoinSet::new();
     let ids = engine.server_ids();
-    for id in ids.iter().cloned() {
+    for id in &ids {
+        let id = id.clone();
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };

@@ -355,8 +355,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             } else {
                 println!(
-                    "{:<16} {:<12} {:<8} {:<22} {:<8} {:<11} {:<12} {}",
-                    "ID", "PROJECT", "PROTO", "BMC", "POWER", "VM_STATE", "TASK", "LOCKED"
+                    "{:<16} {:<12} {:<8} {:<22} {:<8} {:<11} {:<12} LOCKED",
+                    "ID", "PROJECT", "PROTO", "BMC", "POWER", "VM_STATE", "TASK"
                 );
                 for s in &servers {
                     let bmc = s.bmc.clone().unwrap_or_default();

@@ -37,8 +37,7 @@ pub(super) fn resume_mode(a: &Action) -> Mode {
     let sent = a
         .events
         .iter()
-        .filter(|e| e.phase == StepPhase::Started && is_non_idempotent(&e.step))
-        .last();
+        .rfind(|e| e.phase == StepPhase::Started && is_non_idempotent(&e.step));
     match sent {
         Some(s) => Mode::Confirm {
             step: s.step.clone(),

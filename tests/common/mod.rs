@@ -1,0 +1,225 @@
+//! Test harness: starts the real `rack-agent` binary on a loopback port and
+//! talks to it with tonic and with the real `rackctl` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rack_agent::proto as pb;
+use rack_agent::proto::rack_agent_client::RackAgentClient;
+use tonic::transport::Channel;
+use tonic::Request;
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+/// Writes `body` (a config without `listen`/`state_dir`) into `dir` and
+/// starts the daemon on it; returns once it listens.
+pub fn start_daemon(dir: &Path, body: &str) -> Daemon {
+    let config = dir.join("rack-agent.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ncredentials_dir = \"{}\"\n{body}",
+        dir.join("state").display(),
+        dir.join("credentials").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rack-agent"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start rack-agent");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening") {
+                if let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "rack-agent did not start listening within 30 s; its log:\n{}",
+                log.lock().unwrap()
+            );
+        }
+    };
+    Daemon {
+        child: Some(child),
+        addr,
+        dir: dir.to_path_buf(),
+        log,
+    }
+}
+
+impl Daemon {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> RackAgentClient<Channel> {
+        RackAgentClient::connect(self.endpoint()).await.unwrap()
+    }
+
+    /// Runs rackctl against this daemon as an admin (unless `args` say otherwise).
+    pub fn rackctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rackctl"))
+            .arg("--endpoint")
+            .arg(self.endpoint())
+            .args(args)
+            .output()
+            .expect("cannot run rackctl")
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to clean up, like a crash or a power loss of the host.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then waits; returns the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A request with the caller metadata of an admin.
+pub fn admin<T>(msg: T) -> Request<T> {
+    as_caller(msg, "ops", "admin", "ops")
+}
+
+pub fn as_caller<T>(msg: T, id: &str, roles: &str, project: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("x-rackagent-caller", id.parse().unwrap());
+    r.metadata_mut()
+        .insert("x-rackagent-roles", roles.parse().unwrap());
+    r.metadata_mut()
+        .insert("x-rackagent-project", project.parse().unwrap());
+    r
+}
+
+/// Writes a password file the daemon accepts (mode 0600).
+pub fn write_secret(dir: &Path, name: &str, secret: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let creds = dir.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    let path = creds.join(name);
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `[[servers]]` entries for `n` servers named `prefix-NN`.
+pub fn inventory(prefix: &str, n: usize, project: &str) -> String {
+    let mut s = String::new();
+    for i in 1..=n {
+        s.push_str(&format!(
+            "[[servers]]\nid = \"{prefix}-{i:02}\"\nproject = \"{project}\"\nprotocol = \"ipmi\"\naddress = \"127.0.0.1\"\nport = {}\nusername = \"admin\"\npassword_file = \"bmc.pass\"\n\n",
+            9100 + i
+        ));
+    }
+    s
+}
+
+/// Polls an action until it ends.
+pub async fn wait_action(
+    client: &mut RackAgentClient<Channel>,
+    id: &str,
+    limit: Duration,
+) -> pb::Action {
+    let deadline = Instant::now() + limit;
+    loop {
+        let a = client
+            .get_action(admin(pb::GetActionRequest { id: id.into() }))
+            .await
+            .unwrap()
+            .into_inner();
+        let s = pb::ActionState::try_from(a.state).unwrap();
+        if matches!(
+            s,
+            pb::ActionState::Succeeded | pb::ActionState::Failed | pb::ActionState::Superseded
+        ) {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "action {id} did not end: {a:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until `cond` holds for the server, or panics after `limit`.
+pub async fn wait_server(
+    client: &mut RackAgentClient<Channel>,
+    id: &str,
+    limit: Duration,
+    cond: impl Fn(&pb::Server) -> bool,
+) -> pb::Server {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = client
+            .get_server(admin(pb::GetServerRequest { id: id.into() }))
+            .await
+            .unwrap()
+            .into_inner();
+        if cond(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server {id} never reached the state: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

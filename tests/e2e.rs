@@ -1,0 +1,383 @@
+//! End to end: the real daemon on a loopback port with a fake-BMC inventory
+//! (`[fake_bmc]`), driven with rackctl and with a tonic client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rack_agent::proto as pb;
+use serde_json::Value;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+const FAKE: &str = "[fake_bmc]\nenabled = true\nlatency = \"20ms\"\n\n[sync]\ninterval = \"300ms\"\njitter = \"50ms\"\n\n[timeouts]\nconfirm_poll = \"50ms\"\nsoft_reboot = \"2s\"\ngraceful_stop = \"2s\"\n\n";
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "rackctl failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test]
+async fn rackctl_drives_a_fake_rack() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "rack-secret-0451");
+    let d = start_daemon(
+        dir.path(),
+        &format!("{FAKE}{}", inventory("node", 3, "tenant-a")),
+    );
+    let mut client = d.client().await;
+    wait_server(&mut client, "node-01", Duration::from_secs(10), |s| {
+        s.power_state == pb::PowerState::On as i32
+    })
+    .await;
+
+    let servers = json(&d.rackctl(&["--output", "json", "servers"]));
+    let ids: Vec<&str> = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["node-01", "node-02", "node-03"]);
+    assert_eq!(servers[0]["bmc"]["credential_source"], "file:bmc.pass");
+
+    // HARD reboot, waited for: exit 0 and the action says SUCCEEDED.
+    let a = json(&d.rackctl(&["-o", "json", "reboot", "node-01", "--hard", "--wait"]));
+    assert_eq!(a["state"], "succeeded");
+    assert_eq!(a["kind"], "reboot_hard");
+    let steps: Vec<&str> = a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert!(steps.contains(&"hard_reset"), "{steps:?}");
+
+    // Stop, then start, each visible in the power report.
+    json(&d.rackctl(&["-o", "json", "stop", "node-02", "--force", "--wait"]));
+    let p = json(&d.rackctl(&["-o", "json", "power", "node-02", "--refresh"]));
+    assert_eq!(p["power_state"], "off");
+    assert_eq!(p["vm_state"], "shutoff");
+    assert_eq!(p["source"], "bmc");
+    json(&d.rackctl(&["-o", "json", "start", "node-02", "--wait"]));
+
+    // The history, newest first.
+    let acts = json(&d.rackctl(&["-o", "json", "actions", "node-02"]));
+    let kinds: Vec<&str> = acts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["start", "stop"]);
+
+    // Human output by default.
+    let out = d.rackctl(&["show", "node-03"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("server     node-03"), "{text}");
+
+    // Failures: non-zero exit, gRPC code and message on stderr.
+    let out = d.rackctl(&["show", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NotFound") && err.contains("nope"), "{err}");
+
+    let out = d.rackctl(&[
+        "--roles",
+        "member",
+        "--project",
+        "tenant-b",
+        "reboot",
+        "node-01",
+        "--hard",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PermissionDenied") && err.contains("admin_or_owner"),
+        "{err}"
+    );
+
+    let out = d.rackctl(&["start", "node-01"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FailedPrecondition"));
+
+    // A usage error is exit 2; an unreachable agent exit 3.
+    assert_eq!(d.rackctl(&["reinstall", "node-01"]).status.code(), Some(2));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rackctl"))
+        .args(["--endpoint", "http://127.0.0.1:1", "servers"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+
+    // A failed action: exit 4 with --wait.
+    let out = d.rackctl(&["reinstall", "node-03", "--virtual-media", "ftp://x/y.iso"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a non-http URL is refused up front"
+    );
+
+    assert!(
+        !d.log().contains("rack-secret-0451"),
+        "secret in the daemon log"
+    );
+}
+
+#[tokio::test]
+async fn tonic_client_gets_exact_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_daemon(dir.path(), FAKE);
+    let mut c = d.client().await;
+    let secret = "inline-secret-7781";
+
+    // Enrol with an inline password: no answer ever carries it.
+    let enroll = |id: &str, project: &str| pb::EnrollServerRequest {
+        id: id.into(),
+        project_id: project.into(),
+        bmc: Some(pb::BmcEndpoint {
+            protocol: pb::BmcProtocol::Redfish as i32,
+            address: "127.0.0.1".into(),
+            port: 0,
+            username: "root".into(),
+            secret: Some(pb::bmc_endpoint::Secret::Password(secret.into())),
+            options: Default::default(),
+        }),
+        skip_verify: false,
+    };
+    let s = c
+        .enroll_server(admin(enroll("a1", "p1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.bmc.as_ref().unwrap().port, 443);
+    assert_eq!(s.power_state, pb::PowerState::On as i32);
+    assert_eq!(s.vm_state, pb::VmState::Active as i32);
+    c.enroll_server(admin(enroll("a2", "p2"))).await.unwrap();
+    let err = c
+        .enroll_server(admin(enroll("a1", "p1")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    // Only an admin enrols.
+    let err = c
+        .enroll_server(as_caller(enroll("a3", "p1"), "u", "member", "p1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Paging.
+    let page = c
+        .list_servers(admin(pb::ListServersRequest {
+            page_size: 1,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.servers.len(), 1);
+    assert_eq!(page.next_page_token, "a1");
+    let page2 = c
+        .list_servers(admin(pb::ListServersRequest {
+            page_size: 1,
+            page_token: page.next_page_token.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page2.servers[0].id, "a2");
+    assert!(!format!("{page:?}{page2:?}").contains(secret));
+    // A member sees only their project.
+    let mine = c
+        .list_servers(as_caller(
+            pb::ListServersRequest::default(),
+            "u",
+            "member",
+            "p2",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        mine.servers
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a2"]
+    );
+
+    // Bad input.
+    let err = c
+        .reboot(admin(pb::RebootRequest {
+            server_id: "a1".into(),
+            r#type: 0,
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("UNSPECIFIED"));
+    let err = c
+        .reboot(admin(pb::RebootRequest {
+            server_id: "zz".into(),
+            r#type: 2,
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = c
+        .reboot(tonic::Request::new(pb::RebootRequest {
+            server_id: "a1".into(),
+            r#type: 2,
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // A watch of all events, opened before the actions.
+    let mut watch = c
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec![],
+            after_seq: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // An action, retried with its request_id: one action. A conflicting one: 409.
+    let req = pb::RebootRequest {
+        server_id: "a1".into(),
+        r#type: pb::RebootType::Soft as i32,
+        request_id: "cp-1".into(),
+    };
+    let a = c.reboot(admin(req.clone())).await.unwrap().into_inner();
+    let again = c.reboot(admin(req)).await.unwrap().into_inner();
+    assert_eq!(a.id, again.id);
+    let err = c
+        .stop(admin(pb::StopRequest {
+            server_id: "a1".into(),
+            force: false,
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains(&a.id), "{}", err.message());
+
+    // WatchAction streams until the action ends.
+    let mut stream = c
+        .watch_action(admin(pb::WatchActionRequest { id: a.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(x) = stream.next().await {
+        last = Some(x.unwrap());
+    }
+    let last = last.unwrap();
+    assert_eq!(last.state, pb::ActionState::Succeeded as i32, "{last:?}");
+    assert!(last.finished_at.is_some());
+
+    // The watch saw the task start and end, in order, numbered without gaps.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("watch stalled")
+            .unwrap()
+            .unwrap();
+        if ev.kind == pb::EventKind::TaskChanged as i32 {
+            seen.push(ev);
+        }
+    }
+    assert_eq!(seen[0].task, "reboot_soft");
+    assert_eq!(seen[1].task, "");
+    assert!(seen[0].seq < seen[1].seq);
+
+    // Resume from a cursor: the stream replays what came after it.
+    let cursor = seen[0].seq - 1;
+    let mut resumed = c
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec!["a1".into()],
+            after_seq: cursor,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = resumed.next().await.unwrap().unwrap();
+    assert_eq!(first.seq, seen[0].seq);
+    let err = c
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec![],
+            after_seq: 1_000_000,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+
+    // Reset-state and locks through the API.
+    let r = c
+        .reset_state(admin(pb::ResetStateRequest {
+            server_id: "a2".into(),
+            state: pb::ResetStateTarget::Error as i32,
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state, pb::ActionState::Succeeded as i32);
+    let s = c
+        .get_server(admin(pb::GetServerRequest { id: "a2".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.vm_state, pb::VmState::Error as i32);
+    c.lock(as_caller(
+        pb::LockRequest {
+            server_id: "a2".into(),
+            request_id: String::new(),
+        },
+        "u",
+        "member",
+        "p2",
+    ))
+    .await
+    .unwrap();
+    let err = c
+        .reboot(as_caller(
+            pb::RebootRequest {
+                server_id: "a2".into(),
+                r#type: 2,
+                request_id: String::new(),
+            },
+            "u",
+            "member",
+            "p2",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("locked"));
+
+    // Removal.
+    c.remove_server(admin(pb::RemoveServerRequest { id: "a2".into() }))
+        .await
+        .unwrap();
+    let err = c
+        .get_server(admin(pb::GetServerRequest { id: "a2".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    assert!(!d.log().contains(secret), "secret in the daemon log");
+}
