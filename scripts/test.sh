@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, bench tests included: installs what the tests need on a
+# fresh Debian machine (the bench peers, via hil-tests/*/setup.sh), checks
+# formatting and lints, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Rust components the checks need (present on most toolchains already).
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+
+# The bench peers (ipmi_sim, QEMU, ipmitool, sushy-tools...), each installed by
+# its own idempotent script.
+for setup in hil-tests/*/setup.sh; do
+  [ -f "$setup" ] || continue
+  echo "==> $setup"
+  bash "$setup"
+done
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast --failure-output final
+else
+  cargo test --no-fail-fast
+fi
