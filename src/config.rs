@@ -43,6 +43,15 @@ pub struct Config {
     /// Log filter (`info`, `rack_agent=debug`, ...); `RUST_LOG` wins when set.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// The gRPC listener's security.
+    #[serde(default)]
+    pub api: ApiSettings,
+    /// Who may do what; default: the rules of `DESIGN.md` (see config/policy.toml).
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
+    /// Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -62,6 +71,38 @@ fn default_listen() -> SocketAddr {
 }
 fn default_log_level() -> String {
     "info".into()
+}
+
+/// `[api]`: TLS with client certificates (mTLS) unless plaintext is asked for.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Server certificate and key, and the CA that signs client certificates.
+    /// Relative paths are read from the credentials directory.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Serve plaintext gRPC and trust the caller named in request metadata.
+    /// Only allowed on a loopback `listen` address; for tests and demos.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// CA bundle that client certificates must chain to.
+    pub client_ca_file: PathBuf,
+}
+
+/// `[metrics]`: Prometheus text on `http://LISTEN/metrics`.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Off when unset. Keep it on a local address: it has no authentication.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// How long the agent waits, per step. Every field has a default.
@@ -202,6 +243,23 @@ impl Config {
                 return Err(format!("{name} must be greater than zero"));
             }
         }
+        match (&self.api.tls, self.api.insecure_plaintext) {
+            (Some(_), true) => {
+                return Err(
+                    "api: set either [api.tls] or insecure_plaintext = true, not both".into(),
+                )
+            }
+            (None, false) => {
+                return Err("api: the gRPC listener needs [api.tls] (cert_file, key_file, client_ca_file); plaintext only with insecure_plaintext = true on loopback".into())
+            }
+            (None, true) if !self.listen.ip().is_loopback() => {
+                return Err(format!(
+                    "api: insecure_plaintext is only allowed on a loopback listen address, not {}",
+                    self.listen
+                ))
+            }
+            _ => {}
+        }
         if self.sync.max_concurrent == 0 {
             return Err("sync.max_concurrent must be at least 1".into());
         }
@@ -247,6 +305,15 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("/var/lib/rack-agent"))
     }
 
+    /// A path from the config: relative ones live in the credentials directory.
+    pub fn credential_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.credentials_dir().join(p)
+        }
+    }
+
     pub fn credentials_dir(&self) -> PathBuf {
         self.credentials_dir
             .clone()
@@ -259,12 +326,33 @@ impl Config {
 mod tests {
     use super::*;
 
+    const PLAIN: &str = "[api]\ninsecure_plaintext = true\n";
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("test.toml"))
+        Config::parse(&format!("{text}\n{PLAIN}"), Path::new("test.toml"))
     }
 
     #[test]
-    fn empty_file_gives_defaults() {
+    fn the_listener_needs_tls_or_an_explicit_loopback_plaintext() {
+        let err = Config::parse("", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[api.tls]"), "{err}");
+        let err = Config::parse(
+            &format!("listen = \"0.0.0.0:50051\"\n{PLAIN}"),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("loopback"), "{err}");
+        let tls =
+            "[api.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_ca_file = \"ca.pem\"\n";
+        let c = Config::parse(tls, Path::new("t.toml")).unwrap();
+        assert!(c.api.tls.is_some());
+    }
+
+    #[test]
+    fn defaults_apply_to_what_is_left_out() {
         let c = parse("").unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(c.timeouts, Timeouts::default());

@@ -1,21 +1,29 @@
-//! Wires the pieces into a running daemon: store, BMC factory, engine, sync
-//! loop and gRPC server, with a graceful stop.
+//! Wires the pieces into a running daemon: listener first (health says
+//! NOT_SERVING), then the store and the engine (recovery), then READY.
+//! On SIGTERM: STOPPING, refuse new actions, give in-flight ones the grace
+//! period, close BMC sessions.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::{info, warn};
 
+use crate::api::auth::Authenticator;
+use crate::api::service::EngineSlot;
 use crate::api::Service;
 use crate::bmc::fake::FakeBmcFactory;
 use crate::bmc::{BmcFactory, RealBmcFactory};
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, EngineSettings};
-use crate::policy::Policy;
+use crate::metrics::Metrics;
+use crate::policy::{Policy, PolicyError};
 use crate::proto::rack_agent_server::RackAgentServer;
 use crate::store::{Store, StoreError};
 
@@ -31,36 +39,63 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("listen = {0}: the gRPC listener has no TLS yet, so it may only listen on loopback (127.0.0.1 or ::1)")]
-    PlaintextOffLoopback(SocketAddr),
+    #[error("cannot read TLS file {path}")]
+    TlsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("cannot open the fake BMC journal")]
     FakeJournal(#[source] std::io::Error),
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
+    #[error("startup task failed: {0}")]
+    Join(String),
+}
+
+/// What the daemon tells the service manager (systemd's notify protocol).
+/// Without `NOTIFY_SOCKET` every call is a no-op.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "cannot notify the service manager");
+    }
 }
 
 /// Runs until `shutdown` resolves, then stops gracefully.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    if !config.listen.ip().is_loopback() {
-        return Err(DaemonError::PlaintextOffLoopback(config.listen));
-    }
-    let state_dir = config.state_dir();
-    let store = Store::open(&state_dir)?;
-    let factory: Arc<dyn BmcFactory> = match config.fake() {
-        Some(fake) => {
-            warn!("[fake_bmc] is enabled: every BMC is an in-memory simulator; no real server is touched (tests and demos only)");
-            Arc::new(FakeBmcFactory::new(fake.clone()).map_err(DaemonError::FakeJournal)?)
+    let policy = match &config.policy_file {
+        Some(p) => Policy::load(p)?,
+        None => Policy::default(),
+    };
+    let tls = match &config.api.tls {
+        Some(files) => {
+            let read = |p: &PathBuf| {
+                let path = config.credential_path(p);
+                std::fs::read(&path).map_err(|source| DaemonError::TlsFile { path, source })
+            };
+            Some(
+                ServerTlsConfig::new()
+                    .identity(Identity::from_pem(
+                        read(&files.cert_file)?,
+                        read(&files.key_file)?,
+                    ))
+                    .client_ca_root(Certificate::from_pem(read(&files.client_ca_file)?)),
+            )
         }
-        None => Arc::new(RealBmcFactory),
+        None => {
+            warn!(listen = %config.listen, "insecure_plaintext: no TLS, callers named by request metadata (loopback only)");
+            None
+        }
     };
-    let settings = EngineSettings {
-        timeouts: config.timeouts.clone(),
-        sync: config.sync.clone(),
-        event_retain: config.events.retain,
-        credentials_dir: config.credentials_dir(),
-        policy: Policy::default(),
+    let auth = if tls.is_some() {
+        Authenticator::Certificates
+    } else {
+        Authenticator::Metadata
     };
-    let engine = Engine::start(store, factory, settings, &config.servers)?;
+
+    // 1. The listener, with health NOT_SERVING and the API answering UNAVAILABLE.
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -71,26 +106,171 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         addr: config.listen,
         source,
     })?;
+    let slot: EngineSlot = Arc::new(OnceLock::new());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_not_serving::<RackAgentServer<Service>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| DaemonError::Join(format!("reflection: {e}")))?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let (stop_server_tx, mut stop_server_rx) = watch::channel(false);
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(RackAgentServer::new(Service::new(slot.clone(), auth)));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async move {
+            let _ = stop_server_rx.wait_for(|s| *s).await;
+        },
+    ));
+    info!(%addr, tls = matches!(auth, Authenticator::Certificates), "listening");
+
+    // 2. The store and the engine (crash recovery runs here).
+    let state_dir = config.state_dir();
+    let factory: Arc<dyn BmcFactory> = match config.fake() {
+        Some(fake) => {
+            warn!("[fake_bmc] is enabled: every BMC is an in-memory simulator; no real server is touched (tests and demos only)");
+            Arc::new(FakeBmcFactory::new(fake.clone()).map_err(DaemonError::FakeJournal)?)
+        }
+        None => Arc::new(RealBmcFactory),
+    };
+    let metrics = Metrics::new();
+    let settings = EngineSettings {
+        timeouts: config.timeouts.clone(),
+        sync: config.sync.clone(),
+        event_retain: config.events.retain,
+        credentials_dir: config.credentials_dir(),
+        secrets_dir: state_dir.join("secrets"),
+        policy,
+        metrics,
+    };
+    let inventory = config.servers.clone();
+    let dir = state_dir.clone();
+    let engine = tokio::task::spawn_blocking(move || -> Result<Arc<Engine>, DaemonError> {
+        let store = Store::open(&dir)?;
+        Ok(Engine::start(store, factory, settings, &inventory)?)
+    })
+    .await
+    .map_err(|e| DaemonError::Join(e.to_string()))??;
+    let _ = slot.set(engine.clone());
+
+    // 3. Metrics, sync loop, then ready.
+    if let Some(maddr) = config.metrics.listen {
+        let l = TcpListener::bind(maddr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                addr: maddr,
+                source,
+            })?;
+        let bound = l.local_addr().unwrap_or(maddr);
+        let e = engine.clone();
+        tokio::spawn(crate::metrics::serve(
+            l,
+            Arc::new(move || e.render_metrics()),
+        ));
+        info!(addr = %bound, "metrics at /metrics");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let sync = tokio::spawn(crate::sync::run(
         engine.clone(),
         config.sync.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ));
-    info!(%addr, state_dir = %state_dir.display(), servers = engine.server_ids().len(), "listening");
-    let service = RackAgentServer::new(Service::new(engine.clone()));
-    let served = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            shutdown.await;
-            info!("stopping: no new requests; in-flight actions get the grace period");
-        })
+    health.set_serving::<RackAgentServer<Service>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status_line(&engine)),
+    ]);
+    info!(state_dir = %state_dir.display(), servers = engine.server_ids().len(), "ready");
+    let keeper = tokio::spawn(keep_alive(engine.clone(), config.clone(), stop_rx));
+
+    // 4. Until asked to stop (or the server fails).
+    tokio::pin!(server);
+    let served = tokio::select! {
+        _ = shutdown => None,
+        r = &mut server => Some(r),
+    };
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("stopping: finishing in-flight actions"),
+    ]);
+    info!(
+        in_flight = engine.in_flight(),
+        "stopping: refusing new actions; in-flight actions get the grace period"
+    );
+    health.set_not_serving::<RackAgentServer<Service>>().await;
+    engine.begin_shutdown();
     let _ = stop_tx.send(true);
+    let _ = stop_server_tx.send(true);
     let _ = sync.await;
+    let _ = keeper.await;
     engine.shutdown(config.timeouts.shutdown_grace).await;
+    let served = match served {
+        Some(r) => r,
+        None => match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!("gRPC connections still open after the grace period; closing them");
+                server.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
     info!("stopped");
-    served.map_err(DaemonError::from)
+    served
+        .map_err(|e| DaemonError::Join(e.to_string()))?
+        .map_err(DaemonError::from)
+}
+
+fn status_line(engine: &Engine) -> String {
+    format!(
+        "{} servers, {} actions in flight, {} BMCs unreachable",
+        engine.server_ids().len(),
+        engine.in_flight(),
+        engine.unreachable()
+    )
+}
+
+/// Watchdog pings (only while the engine proves alive) and STATUS= lines.
+async fn keep_alive(engine: Arc<Engine>, config: Config, mut stop: watch::Receiver<bool>) {
+    let watchdog = sd_notify::watchdog_enabled();
+    let period = match watchdog {
+        Some(w) => (w / 2).min(Duration::from_secs(5)),
+        None => Duration::from_secs(5),
+    };
+    // The sync loop passes every interval (+ jitter); a poll can take up to
+    // the BMC command timeout.
+    let limit = 2 * (config.sync.interval + config.sync.jitter) + config.timeouts.bmc_command;
+    let mut last_status = String::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let status = status_line(&engine);
+        if status != last_status {
+            notify(&[sd_notify::NotifyState::Status(&status)]);
+            last_status = status;
+        }
+        if watchdog.is_some() {
+            match engine.heartbeat(limit) {
+                Ok(()) => notify(&[sd_notify::NotifyState::Watchdog]),
+                Err(why) => warn!(reason = %why, "withholding the watchdog ping"),
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

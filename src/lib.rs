@@ -6,6 +6,7 @@ pub mod bmc;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod store;
@@ -15,4 +16,8 @@ pub mod sync;
 pub mod proto {
     #![allow(clippy::all)]
     tonic::include_proto!("rackagent.v1");
+
+    /// The encoded descriptors of the contract, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/rackagent_descriptor.bin"));
 }

@@ -150,17 +150,21 @@ impl Caller {
 /// How the agent finds a BMC password.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    /// Given at enrolment and kept in the state database (mode 0600).
+    /// Given inline at enrolment; the engine moves it to a file of its own
+    /// (`Stored`) before anything is recorded.
     Inline(Secret),
     /// A file name, relative to the credentials directory unless absolute.
     File(String),
+    /// A file the agent wrote in its secrets directory (mode 0600) from an
+    /// inline password: the database holds only its name.
+    Stored(String),
 }
 
 impl Credential {
     /// What answers and logs may show: where the secret comes from, not the secret.
     pub fn describe(&self) -> String {
         match self {
-            Credential::Inline(_) => "inline".into(),
+            Credential::Inline(_) | Credential::Stored(_) => "inline".into(),
             Credential::File(name) => format!("file:{name}"),
         }
     }

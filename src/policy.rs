@@ -110,7 +110,25 @@ pub struct Denied {
     pub rule: &'static str,
 }
 
+/// A policy file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("policy file {path}: {message}")]
+pub struct PolicyError {
+    pub path: String,
+    pub message: String,
+}
+
 impl Policy {
+    /// Reads a policy file; operations it leaves out keep their default rule.
+    pub fn load(path: &std::path::Path) -> Result<Policy, PolicyError> {
+        let err = |message: String| PolicyError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+
     pub fn rule(&self, op: Op) -> Rule {
         match op {
             Op::Enroll => self.enroll,
@@ -150,6 +168,40 @@ mod tests {
             project_id: Some(project.into()),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn the_shipped_policy_file_is_the_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy.toml");
+        let p = Policy::load(&path).unwrap();
+        for op in [
+            Op::Enroll,
+            Op::Remove,
+            Op::Read,
+            Op::Reboot,
+            Op::Start,
+            Op::Stop,
+            Op::Reinstall,
+            Op::ResetState,
+            Op::Lock,
+            Op::Unlock,
+        ] {
+            assert_eq!(p.rule(op), Policy::default().rule(op), "{}", op.as_str());
+        }
+    }
+
+    #[test]
+    fn a_bad_policy_file_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "reboot = \"anyone\"\n").unwrap();
+        let err = Policy::load(&path).unwrap_err().to_string();
+        assert!(err.contains("anyone") && err.contains("p.toml"), "{err}");
+        std::fs::write(&path, "rebot = \"admin\"\n").unwrap();
+        assert!(Policy::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("rebot"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::bmc::{Protocol, Secret};
+use crate::bmc::Protocol;
 use crate::model::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +38,7 @@ CREATE TABLE IF NOT EXISTS servers (
     address TEXT NOT NULL,
     port INTEGER NOT NULL,
     username TEXT NOT NULL,
-    password TEXT,
-    password_file TEXT,
+    credential TEXT NOT NULL,
     options TEXT NOT NULL,
     power TEXT NOT NULL,
     power_observed_at INTEGER,
@@ -135,11 +134,13 @@ impl Store {
     }
 
     fn init(conn: Connection) -> Result<Store> {
+        // Another process holding the database (a second agent) is waited for,
+        // then refused: the agent must be the only writer of its state.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;"))?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -149,19 +150,32 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A trivial query: the database answers.
+    pub fn ping(&self) -> Result<()> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     // ---- servers ----
 
     pub fn put_server(&self, s: &ServerRecord) -> Result<()> {
-        let (password, password_file) = match &s.bmc.credential {
-            Credential::Inline(secret) => (Some(secret.expose().to_string()), None),
-            Credential::File(name) => (None, Some(name.clone())),
+        // Only a reference to the secret is ever written here.
+        let credential = match &s.bmc.credential {
+            Credential::File(name) => format!("file:{name}"),
+            Credential::Stored(name) => format!("stored:{name}"),
+            Credential::Inline(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "server {}: an inline password must be moved to a file before it is stored",
+                    s.id
+                )))
+            }
         };
         let options = serde_json::to_string(&s.bmc.options).unwrap_or_else(|_| "{}".into());
         self.conn().execute(
             "INSERT OR REPLACE INTO servers (id, project_id, protocol, address, port, username,
-                password, password_file, options, power, power_observed_at, vm_state,
+                credential, options, power, power_observed_at, vm_state,
                 task_action_id, task_kind, locked, locked_by_admin, bmc_error, source, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 s.id,
                 s.project_id,
@@ -169,8 +183,7 @@ impl Store {
                 s.bmc.address,
                 s.bmc.port,
                 s.bmc.username,
-                password,
-                password_file,
+                credential,
                 options,
                 s.power.as_str(),
                 s.power_observed_at,
@@ -400,8 +413,7 @@ struct RawServer {
     address: String,
     port: u16,
     username: String,
-    password: Option<String>,
-    password_file: Option<String>,
+    credential: String,
     options: String,
     power: String,
     power_observed_at: Option<i64>,
@@ -423,8 +435,7 @@ fn raw_server(r: &Row<'_>) -> rusqlite::Result<RawServer> {
         address: r.get("address")?,
         port: r.get("port")?,
         username: r.get("username")?,
-        password: r.get("password")?,
-        password_file: r.get("password_file")?,
+        credential: r.get("credential")?,
         options: r.get("options")?,
         power: r.get("power")?,
         power_observed_at: r.get("power_observed_at")?,
@@ -445,10 +456,12 @@ fn server_from_raw(r: RawServer) -> Result<ServerRecord> {
         "redfish" => Protocol::Redfish,
         other => return Err(corrupt("protocol", other)),
     };
-    let credential = match (r.password, r.password_file) {
-        (Some(p), _) => Credential::Inline(Secret::new(p)),
-        (None, Some(f)) => Credential::File(f),
-        (None, None) => return Err(corrupt("credential of server", &r.id)),
+    let credential = if let Some(f) = r.credential.strip_prefix("file:") {
+        Credential::File(f.to_string())
+    } else if let Some(f) = r.credential.strip_prefix("stored:") {
+        Credential::Stored(f.to_string())
+    } else {
+        return Err(corrupt("credential of server", &r.id));
     };
     let options: BTreeMap<String, String> =
         serde_json::from_str(&r.options).map_err(|_| corrupt("options", &r.options))?;
@@ -609,7 +622,7 @@ mod tests {
                 address: "127.0.0.1".into(),
                 port: 623,
                 username: "admin".into(),
-                credential: Credential::Inline(Secret::new("s3cret")),
+                credential: Credential::Stored("s1.pass".into()),
                 options: BTreeMap::from([("cipher_suite".into(), "3".into())]),
             },
             power: PowerState::On,
@@ -657,6 +670,14 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0, "database must not be readable by others");
+    }
+
+    #[test]
+    fn an_inline_secret_is_never_written() {
+        let store = Store::open_in_memory().unwrap();
+        let mut s = server("s1");
+        s.bmc.credential = Credential::Inline(crate::bmc::Secret::new("hunter2"));
+        assert!(store.put_server(&s).is_err());
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub async fn run(engine: Arc<Engine>, settings: SyncSettings, mut stop: watch::R
 /// One pass over every server, at most `limit` at once.
 async fn poll_all(engine: &Arc<Engine>, limit: &Arc<Semaphore>) {
     let started = tokio::time::Instant::now();
+    engine.sync_tick();
     let mut set = JoinSet::new();
     let ids = engine.server_ids();
     for id in &ids {
@@ -52,6 +53,7 @@ async fn poll_all(engine: &Arc<Engine>, limit: &Arc<Semaphore>) {
         });
     }
     while set.join_next().await.is_some() {}
+    engine.sync_tick();
     debug!(
         servers = ids.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -87,7 +89,10 @@ mod tests {
                 sync: sync.clone(),
                 event_retain: 100,
                 credentials_dir: "/nonexistent".into(),
+                secrets_dir: std::env::temp_dir()
+                    .join(format!("rack-agent-test-{}", uuid::Uuid::new_v4())),
                 policy: Policy::default(),
+                metrics: crate::metrics::Metrics::new(),
             },
             &[],
         )

@@ -1,28 +1,127 @@
-//! Who is calling. Until mTLS lands, the caller names itself in request
-//! metadata, which is why the daemon refuses a plaintext listener off loopback.
+//! Who is calling.
+//!
+//! With mTLS (the default) the caller is the client certificate: its subject
+//! CN is the caller id, O the project it acts for, and the OUs its roles
+//! (`admin`, `control-plane`, ...; several OUs, or one comma-separated). Only a certificate with the
+//! `control-plane` role may name another caller in request metadata — the
+//! control plane acting for a tenant. With `insecure_plaintext` (loopback only,
+//! for tests and demos) the metadata alone names the caller.
 
 use tonic::metadata::MetadataMap;
+use tonic::Request;
+use x509_parser::prelude::*;
 
 use crate::engine::EngineError;
 use crate::model::Caller;
+use crate::policy::Denied;
 
 pub const CALLER: &str = "x-rackagent-caller";
 pub const ROLES: &str = "x-rackagent-roles";
 pub const PROJECT: &str = "x-rackagent-project";
 
-pub fn caller(md: &MetadataMap) -> Result<Caller, EngineError> {
+/// The role that may act on behalf of others.
+pub const CONTROL_PLANE: &str = "control-plane";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authenticator {
+    /// Client certificates (mTLS).
+    Certificates,
+    /// Request metadata, trusted as given (loopback plaintext only).
+    Metadata,
+}
+
+impl Authenticator {
+    pub fn caller<T>(&self, req: &Request<T>) -> Result<Caller, EngineError> {
+        match self {
+            Authenticator::Metadata => from_metadata(req.metadata())?.ok_or_else(|| {
+                EngineError::Unauthenticated(format!(
+                    "no caller identity: set the {CALLER} metadata"
+                ))
+            }),
+            Authenticator::Certificates => {
+                let certs = req
+                    .peer_certs()
+                    .ok_or_else(|| EngineError::Unauthenticated("no client certificate".into()))?;
+                let leaf = certs
+                    .first()
+                    .ok_or_else(|| EngineError::Unauthenticated("no client certificate".into()))?;
+                let cert_caller = from_certificate(leaf.as_ref())?;
+                on_behalf(req.metadata(), cert_caller)
+            }
+        }
+    }
+}
+
+/// The identity in a client certificate (DER).
+pub fn from_certificate(der: &[u8]) -> Result<Caller, EngineError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
+        EngineError::Unauthenticated(format!("client certificate cannot be read: {e}"))
+    })?;
+    let subject = cert.subject();
+    let text = |attr: &AttributeTypeAndValue| attr.as_str().ok().map(str::to_string);
+    let id = subject
+        .iter_common_name()
+        .find_map(text)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            EngineError::Unauthenticated("client certificate has no subject CN".into())
+        })?;
+    let project_id = subject.iter_organization().find_map(text);
+    // Roles: every OU, each possibly a comma-separated list.
+    let roles: Vec<String> = subject
+        .iter_organizational_unit()
+        .filter_map(text)
+        .flat_map(|ou| {
+            ou.split(',')
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok(Caller {
+        id,
+        project_id,
+        roles,
+    })
+}
+
+/// Applies identity metadata: honoured only from the control plane.
+fn on_behalf(md: &MetadataMap, cert_caller: Caller) -> Result<Caller, EngineError> {
+    let Some(asserted) = from_metadata(md)? else {
+        return Ok(cert_caller);
+    };
+    if !cert_caller.roles.iter().any(|r| r == CONTROL_PLANE) {
+        return Err(EngineError::PermissionDenied(Denied {
+            caller: cert_caller.id,
+            op: "act on behalf of another caller",
+            rule: "control-plane certificate",
+        }));
+    }
+    Ok(Caller {
+        id: format!("{} (via {})", asserted.id, cert_caller.id),
+        ..asserted
+    })
+}
+
+/// The caller named in metadata, if any.
+fn from_metadata(md: &MetadataMap) -> Result<Option<Caller>, EngineError> {
     let get = |k: &str| -> Result<Option<String>, EngineError> {
         match md.get(k) {
             None => Ok(None),
             Some(v) => v
                 .to_str()
-                .map(|s| Some(s.trim().to_string()))
+                .map(|s| Some(s.trim().to_string()).filter(|s| !s.is_empty()))
                 .map_err(|_| EngineError::Unauthenticated(format!("metadata {k} is not ASCII"))),
         }
     };
-    let id = get(CALLER)?.filter(|s| !s.is_empty()).ok_or_else(|| {
-        EngineError::Unauthenticated(format!("no caller identity: set the {CALLER} metadata"))
-    })?;
+    let Some(id) = get(CALLER)? else {
+        if get(ROLES)?.is_some() || get(PROJECT)?.is_some() {
+            return Err(EngineError::Unauthenticated(format!(
+                "{ROLES}/{PROJECT} given without {CALLER}"
+            )));
+        }
+        return Ok(None);
+    };
     let roles = get(ROLES)?
         .map(|r| {
             r.split(',')
@@ -31,29 +130,67 @@ pub fn caller(md: &MetadataMap) -> Result<Caller, EngineError> {
                 .collect()
         })
         .unwrap_or_default();
-    let project_id = get(PROJECT)?.filter(|s| !s.is_empty());
-    Ok(Caller {
+    Ok(Some(Caller {
         id,
-        project_id,
+        project_id: get(PROJECT)?,
         roles,
-    })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn cert(cn: &str, org: Option<&str>, ous: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, cn);
+        if let Some(o) = org {
+            dn.push(rcgen::DnType::OrganizationName, o);
+        }
+        for ou in ous {
+            dn.push(rcgen::DnType::OrganizationalUnitName, *ou);
+        }
+        params.distinguished_name = dn;
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
     #[test]
-    fn reads_identity_and_refuses_anonymous() {
+    fn metadata_names_the_caller_in_plaintext_mode() {
         let mut md = MetadataMap::new();
-        assert!(matches!(caller(&md), Err(EngineError::Unauthenticated(_))));
+        assert_eq!(from_metadata(&md).unwrap(), None);
         md.insert(CALLER, "alice".parse().unwrap());
         md.insert(ROLES, "member, admin".parse().unwrap());
         md.insert(PROJECT, "p1".parse().unwrap());
-        let c = caller(&md).unwrap();
+        let c = from_metadata(&md).unwrap().unwrap();
         assert_eq!(c.id, "alice");
         assert_eq!(c.roles, vec!["member", "admin"]);
         assert_eq!(c.project_id.as_deref(), Some("p1"));
-        assert!(c.is_admin());
+    }
+
+    #[test]
+    fn a_certificate_names_id_project_and_roles() {
+        let c = from_certificate(&cert("ops-1", Some("ops"), &["admin, oncall"])).unwrap();
+        assert_eq!(c.id, "ops-1");
+        assert_eq!(c.project_id.as_deref(), Some("ops"));
+        assert_eq!(c.roles, vec!["admin", "oncall"]);
+        assert!(from_certificate(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn only_the_control_plane_may_speak_for_a_tenant() {
+        let mut md = MetadataMap::new();
+        md.insert(CALLER, "tenant-user".parse().unwrap());
+        md.insert(PROJECT, "p7".parse().unwrap());
+        let cp = from_certificate(&cert("cp", None, &[CONTROL_PLANE])).unwrap();
+        let c = on_behalf(&md, cp).unwrap();
+        assert_eq!(c.id, "tenant-user (via cp)");
+        assert_eq!(c.project_id.as_deref(), Some("p7"));
+        let tenant = from_certificate(&cert("mallory", Some("p1"), &["member"])).unwrap();
+        assert!(matches!(
+            on_behalf(&md, tenant),
+            Err(EngineError::PermissionDenied(_))
+        ));
     }
 }

@@ -11,20 +11,37 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
-use super::auth;
+use super::auth::Authenticator;
 use super::convert::{self, required};
 use crate::engine::{ActionRequest, Engine};
 use crate::model::{Caller, ServerEvent};
 use crate::proto as pb;
 use crate::proto::rack_agent_server::RackAgent;
 
+/// The engine, once the daemon has opened the store and recovered: until
+/// then every call answers UNAVAILABLE (and the health service NOT_SERVING).
+pub type EngineSlot = Arc<std::sync::OnceLock<Arc<Engine>>>;
+
 pub struct Service {
-    engine: Arc<Engine>,
+    engine: EngineSlot,
+    auth: Authenticator,
 }
 
 impl Service {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Service { engine }
+    pub fn new(engine: EngineSlot, auth: Authenticator) -> Self {
+        Service { engine, auth }
+    }
+
+    fn engine(&self) -> Result<&Arc<Engine>, Status> {
+        self.engine
+            .get()
+            .ok_or_else(|| Status::unavailable("rack-agent is starting: the store is not open yet"))
+    }
+
+    /// The caller, and the engine to ask.
+    fn begin<T>(&self, req: &Request<T>) -> Result<(Caller, &Arc<Engine>), Status> {
+        let engine = self.engine()?;
+        Ok((self.auth.caller(req)?, engine))
     }
 
     fn submit(
@@ -36,14 +53,10 @@ impl Service {
     ) -> Result<Response<pb::Action>, Status> {
         required("server_id", server_id)?;
         let a = self
-            .engine
+            .engine()?
             .submit(caller, server_id, req, convert::request_id(request_id))?;
         Ok(Response::new(convert::action(&a)))
     }
-}
-
-fn who<T>(req: &Request<T>) -> Result<Caller, Status> {
-    Ok(auth::caller(req.metadata())?)
 }
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -54,9 +67,9 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::EnrollServerRequest>,
     ) -> Result<Response<pb::Server>, Status> {
-        let caller = who(&req)?;
+        let (caller, engine) = self.begin(&req)?;
         let enroll = convert::enroll(req.into_inner())?;
-        let rec = self.engine.enroll(&caller, enroll).await?;
+        let rec = engine.enroll(&caller, enroll).await?;
         Ok(Response::new(convert::server(&rec)))
     }
 
@@ -64,11 +77,11 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::GetServerRequest>,
     ) -> Result<Response<pb::Server>, Status> {
-        let caller = who(&req)?;
+        let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
         required("id", &id)?;
         Ok(Response::new(convert::server(
-            &self.engine.get_server(&caller, &id)?,
+            &engine.get_server(&caller, &id)?,
         )))
     }
 
@@ -76,12 +89,10 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::ListServersRequest>,
     ) -> Result<Response<pb::ListServersResponse>, Status> {
-        let caller = who(&req)?;
+        let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
         let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
-        let (page, next) =
-            self.engine
-                .list_servers(&caller, after, convert::page_size(r.page_size));
+        let (page, next) = engine.list_servers(&caller, after, convert::page_size(r.page_size));
         Ok(Response::new(pb::ListServersResponse {
             servers: page.iter().map(convert::server).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -92,10 +103,10 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::RemoveServerRequest>,
     ) -> Result<Response<pb::RemoveServerResponse>, Status> {
-        let caller = who(&req)?;
+        let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
         required("id", &id)?;
-        self.engine.remove_server(&caller, &id).await?;
+        engine.remove_server(&caller, &id).await?;
         Ok(Response::new(pb::RemoveServerResponse {}))
     }
 
@@ -103,7 +114,7 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::RebootRequest>,
     ) -> Result<Response<pb::Action>, Status> {
-        let caller = who(&req)?;
+        let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(
             &caller,
@@ -114,13 +125,13 @@ impl RackAgent for Service {
     }
 
     async fn start(&self, req: Request<pb::StartRequest>) -> Result<Response<pb::Action>, Status> {
-        let caller = who(&req)?;
+        let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(&caller, &r.server_id, ActionRequest::Start, &r.request_id)
     }
 
     async fn stop(&self, req: Request<pb::StopRequest>) -> Result<Response<pb::Action>, Status> {
-        let caller = who(&req)?;
+        let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(
             &caller,
@@ -134,7 +145,7 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::ReinstallRequest>,
     ) -> Result<Response<pb::Action>, Status> {
-        let caller = who(&req)?;
+        let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(
             &caller,
@@ -148,7 +159,7 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::ResetStateRequest>,
     ) -> Result<Response<pb::Action>, Status> {
-        let caller = who(&req)?;
+        let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(
             &caller,
@@ -159,7 +170,7 @@ impl RackAgent for Service {
     }
 
     async fn lock(&self, req: Request<pb::LockRequest>) -> Result<Response<pb::Action>, Status> {
-        let caller = who(&req)?;
+        let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(&caller, &r.server_id, ActionRequest::Lock, &r.request_id)
     }
@@ -168,7 +179,7 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::Action>, Status> {
-        let caller = who(&req)?;
+        let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(&caller, &r.server_id, ActionRequest::Unlock, &r.request_id)
     }
@@ -177,11 +188,11 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::GetActionRequest>,
     ) -> Result<Response<pb::Action>, Status> {
-        let caller = who(&req)?;
+        let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
         required("id", &id)?;
         Ok(Response::new(convert::action(
-            &self.engine.get_action(&caller, &id)?,
+            &engine.get_action(&caller, &id)?,
         )))
     }
 
@@ -189,11 +200,11 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::ListActionsRequest>,
     ) -> Result<Response<pb::ListActionsResponse>, Status> {
-        let caller = who(&req)?;
+        let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
         required("server_id", &r.server_id)?;
         let before = convert::action_page_token(&r.page_token)?;
-        let (page, next) = self.engine.list_actions(
+        let (page, next) = engine.list_actions(
             &caller,
             &r.server_id,
             before,
@@ -211,13 +222,14 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::WatchActionRequest>,
     ) -> Result<Response<Self::WatchActionStream>, Status> {
-        let caller = who(&req)?;
+        let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
         required("id", &id)?;
         // Subscribe before the first read so no change falls in between.
-        let mut updates = self.engine.action_updates();
-        let first = self.engine.get_action(&caller, &id)?;
-        let engine = self.engine.clone();
+        let mut updates = engine.action_updates();
+        let mut stop = engine.stopping();
+        let first = engine.get_action(&caller, &id)?;
+        let engine = engine.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             let mut last = first;
@@ -225,7 +237,11 @@ impl RackAgent for Service {
                 return;
             }
             while !last.state.is_terminal() {
-                match updates.recv().await {
+                let update = tokio::select! {
+                    u = updates.recv() => u,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                match update {
                     Ok(changed) if changed != id => continue,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -248,13 +264,10 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::GetPowerStateRequest>,
     ) -> Result<Response<pb::PowerStatus>, Status> {
-        let caller = who(&req)?;
+        let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
         required("server_id", &r.server_id)?;
-        let reading = self
-            .engine
-            .power_state(&caller, &r.server_id, r.refresh)
-            .await?;
+        let reading = engine.power_state(&caller, &r.server_id, r.refresh).await?;
         Ok(Response::new(convert::power_status(&reading)))
     }
 
@@ -264,15 +277,16 @@ impl RackAgent for Service {
         &self,
         req: Request<pb::WatchPowerStateRequest>,
     ) -> Result<Response<Self::WatchPowerStateStream>, Status> {
-        let caller = who(&req)?;
+        let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
         for id in &r.server_ids {
             // An unknown or forbidden id is an error now, not a silent empty stream.
-            self.engine.get_server(&caller, id)?;
+            engine.get_server(&caller, id)?;
         }
         let only: HashSet<String> = r.server_ids.into_iter().collect();
-        let live = self.engine.subscribe_events();
-        let (lo, hi) = self.engine.event_bounds().map_err(Status::from)?;
+        let live = engine.subscribe_events();
+        let stop = engine.stopping();
+        let (lo, hi) = engine.event_bounds().map_err(Status::from)?;
         let cursor = match r.after_seq {
             0 => hi,
             s if s > hi => {
@@ -289,13 +303,13 @@ impl RackAgent for Service {
             s => s,
         };
         let (tx, rx) = mpsc::channel(256);
-        let engine = self.engine.clone();
+        let engine = engine.clone();
         tokio::spawn(async move {
             let filter = |ev: &ServerEvent| {
                 (only.is_empty() || only.contains(&ev.server_id))
                     && engine.may_read(&caller, &ev.server_id)
             };
-            if let Err(e) = follow(&engine, live, cursor, &filter, &tx).await {
+            if let Err(e) = follow(&engine, live, stop, cursor, &filter, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -308,6 +322,7 @@ impl RackAgent for Service {
 async fn follow(
     engine: &Engine,
     mut live: broadcast::Receiver<ServerEvent>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     mut cursor: u64,
     filter: &(dyn Fn(&ServerEvent) -> bool + Sync),
     tx: &mpsc::Sender<Result<pb::ServerEvent, Status>>,
@@ -338,7 +353,11 @@ async fn follow(
         return Ok(());
     }
     loop {
-        let evs = match live.recv().await {
+        let next = tokio::select! {
+            n = live.recv() => n,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let evs = match next {
             Ok(ev) if ev.seq <= cursor => continue,
             Ok(ev) if ev.seq == cursor + 1 => {
                 cursor = ev.seq;

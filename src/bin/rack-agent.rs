@@ -50,6 +50,62 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     msg
 }
 
+/// Under systemd (stderr is the journal stream systemd named in
+/// `JOURNAL_STREAM`) logs go to journald with their fields (`SERVER_ID`,
+/// `ACTION_ID`, `BMC`, ...) and a syslog `PRIORITY`; otherwise to stderr as text.
+fn init_logging(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    if stderr_is_journal() {
+        if let Ok(journald) = tracing_journald::layer() {
+            use tracing_journald::{Priority, PriorityMappings};
+            let journald = journald
+                .with_field_prefix(None)
+                .with_syslog_identifier("rack-agent".into())
+                .with_priority_mappings(PriorityMappings {
+                    error: Priority::Error,
+                    warn: Priority::Warning,
+                    info: Priority::Informational,
+                    debug: Priority::Debug,
+                    trace: Priority::Debug,
+                });
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(journald)
+                .init();
+            return;
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// systemd's own test: `JOURNAL_STREAM` is `DEVICE:INODE` of stderr.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let v = v.to_string_lossy();
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    match (
+        dev.parse::<u64>(),
+        ino.parse::<u64>(),
+        std::fs::metadata("/proc/self/fd/2"),
+    ) {
+        (Ok(d), Ok(i), Ok(m)) => m.dev() == d && m.ino() == i,
+        _ => false,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
@@ -83,14 +139,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let filter = EnvFilter::try_from_default_env()
-                .or_else(|_| EnvFilter::try_new(&config.log_level))
-                .unwrap_or_else(|_| EnvFilter::new("info"));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .init();
+            init_logging(&config.log_level);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {

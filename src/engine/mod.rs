@@ -13,7 +13,7 @@ pub use error::EngineError;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::bmc::{Bmc, BmcError, BmcFactory, Endpoint, Power, Secret, SharedBmc};
 use crate::config::{ServerEntry, SyncSettings, Timeouts};
+use crate::metrics::{ActionLabels, KindLabels, Metrics};
 use crate::model::*;
 use crate::policy::{Op, Policy};
 use crate::store::Store;
@@ -36,7 +37,10 @@ pub struct EngineSettings {
     pub sync: SyncSettings,
     pub event_retain: u64,
     pub credentials_dir: PathBuf,
+    /// Where inline passwords given at enrolment are kept (0700, files 0600).
+    pub secrets_dir: PathBuf,
     pub policy: Policy,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a caller asks for.
@@ -169,8 +173,11 @@ pub struct Engine {
     events: broadcast::Sender<ServerEvent>,
     action_updates: broadcast::Sender<String>,
     shutting_down: AtomicBool,
+    stopping: tokio::sync::watch::Sender<bool>,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// When the sync loop last began or ended a pass (ms), for the watchdog.
+    sync_tick: AtomicI64,
 }
 
 /// Server ids: what an operator types and filters logs on.
@@ -192,21 +199,21 @@ pub fn validate_server_id(id: &str) -> std::result::Result<(), String> {
 /// A BMC the agent could not set up (a missing secret file, say): every call
 /// answers with the reason, so the server shows it instead of vanishing.
 #[derive(Debug)]
-struct BrokenBmc(String);
+struct BrokenBmc(BmcError);
 
 #[async_trait::async_trait]
 impl Bmc for BrokenBmc {
     async fn capabilities(&self) -> std::result::Result<crate::bmc::Capabilities, BmcError> {
-        Err(BmcError::Unreachable(self.0.clone()))
+        Err(self.0.clone())
     }
     async fn power_state(&self) -> std::result::Result<Power, BmcError> {
-        Err(BmcError::Unreachable(self.0.clone()))
+        Err(self.0.clone())
     }
     async fn power(&self, _op: crate::bmc::PowerOp) -> std::result::Result<(), BmcError> {
-        Err(BmcError::Unreachable(self.0.clone()))
+        Err(self.0.clone())
     }
     async fn set_boot_once(&self, _d: crate::bmc::BootDevice) -> std::result::Result<(), BmcError> {
-        Err(BmcError::Unreachable(self.0.clone()))
+        Err(self.0.clone())
     }
 }
 
@@ -232,8 +239,10 @@ impl Engine {
             events,
             action_updates,
             shutting_down: AtomicBool::new(false),
+            stopping: tokio::sync::watch::channel(false).0,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            sync_tick: AtomicI64::new(now_ms()),
         });
         let mut known = HashMap::new();
         for rec in engine.store.all_servers()? {
@@ -276,7 +285,7 @@ impl Engine {
     fn install(&self, rec: ServerRecord) {
         let bmc = self.connect(&rec).unwrap_or_else(|e| {
             warn!(server_id = %rec.id, bmc = %rec.bmc.key(), error = %e, "BMC setup failed");
-            Arc::new(BrokenBmc(e.to_string())) as SharedBmc
+            Arc::new(BrokenBmc(e)) as SharedBmc
         });
         let mut inner = self.lock();
         inner
@@ -312,8 +321,8 @@ impl Engine {
         use std::os::unix::fs::PermissionsExt;
         match cred {
             Credential::Inline(s) => Ok(s.clone()),
-            Credential::File(name) => {
-                let path = self.settings.credentials_dir.join(name);
+            Credential::File(_) | Credential::Stored(_) => {
+                let path = self.secret_path(cred);
                 let meta = std::fs::metadata(&path).map_err(|e| {
                     BmcError::Unreachable(format!(
                         "cannot read password file {}: {e}",
@@ -335,6 +344,45 @@ impl Engine {
                 Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
             }
         }
+    }
+
+    fn secret_path(&self, cred: &Credential) -> PathBuf {
+        match cred {
+            Credential::Stored(name) => self.settings.secrets_dir.join(name),
+            Credential::File(name) => self.settings.credentials_dir.join(name),
+            Credential::Inline(_) => PathBuf::new(),
+        }
+    }
+
+    /// Moves an inline password to a 0600 file of its own, so neither the
+    /// database nor any answer ever holds it.
+    fn store_secret(&self, server_id: &str, secret: &Secret) -> Result<Credential> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = &self.settings.secrets_dir;
+        let io_err = |e: std::io::Error| {
+            EngineError::Store(crate::store::StoreError::Dir {
+                path: dir.display().to_string(),
+                source: e,
+            })
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err)?;
+        let name = format!("{server_id}.pass");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(&name))
+            .map_err(io_err)?;
+        f.write_all(secret.expose().as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(io_err)?;
+        Ok(Credential::Stored(name))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -382,6 +430,9 @@ impl Engine {
                 what: "server",
                 id: rec.id,
             });
+        }
+        if let Credential::Inline(secret) = &rec.bmc.credential {
+            rec.bmc.credential = self.store_secret(&rec.id, secret)?;
         }
         self.store.put_server(&rec)?;
         inner
@@ -470,6 +521,9 @@ impl Engine {
             slot
         };
         slot.bmc.close().await;
+        if let Credential::Stored(_) = &slot.rec.bmc.credential {
+            let _ = std::fs::remove_file(self.secret_path(&slot.rec.bmc.credential));
+        }
         info!(server_id = %id, "server removed");
         Ok(())
     }
@@ -732,6 +786,28 @@ impl Engine {
             a.started_at = a.finished_at;
         }
         self.store.update_action(&a)?;
+        let protocol = inner
+            .servers
+            .get(&a.server_id)
+            .map(|s| s.rec.bmc.protocol.as_str())
+            .unwrap_or("unknown");
+        self.settings
+            .metrics
+            .actions
+            .get_or_create(&ActionLabels {
+                protocol: protocol.into(),
+                kind: a.kind.as_str().into(),
+                outcome: a.state.as_str().into(),
+            })
+            .inc();
+        self.settings
+            .metrics
+            .action_seconds
+            .get_or_create(&KindLabels {
+                protocol: protocol.into(),
+                kind: a.kind.as_str().into(),
+            })
+            .observe((a.finished_at.unwrap_or(0) - a.created_at).max(0) as f64 / 1000.0);
         let mut changed = None;
         if let Some(slot) = inner.servers.get_mut(&a.server_id) {
             if slot.rec.task.as_ref().map(|t| t.0.as_str()) == Some(action_id) {
@@ -850,18 +926,28 @@ impl Engine {
         server_id: &str,
         cause: &str,
     ) -> Option<std::result::Result<Power, BmcError>> {
-        let (bmc, op_lock) = {
+        let (bmc, op_lock, protocol) = {
             let inner = self.lock();
             let slot = inner.servers.get(server_id)?;
             (
                 slot.bmc.clone(),
                 inner.bmc_locks.get(&slot.rec.bmc.key())?.clone(),
+                slot.rec.bmc.protocol.as_str(),
             )
         };
         let result = {
             let _op = op_lock.lock().await;
-            with_timeout(self.settings.timeouts.bmc_command, bmc.power_state()).await
+            let started = tokio::time::Instant::now();
+            let r = with_timeout(self.settings.timeouts.bmc_command, bmc.power_state()).await;
+            self.settings
+                .metrics
+                .poll_seconds
+                .observe(started.elapsed().as_secs_f64());
+            r
         };
+        if let Err(e) = &result {
+            self.settings.metrics.bmc_error(protocol, e.kind());
+        }
         if let Err(e) = self.observe_power(server_id, result.clone(), cause) {
             warn!(server_id, error = %e, "cannot record power state");
         }
@@ -979,11 +1065,58 @@ impl Engine {
         self.in_flight.load(Ordering::SeqCst)
     }
 
+    /// Servers whose BMC did not answer the last read.
+    pub fn unreachable(&self) -> usize {
+        self.lock()
+            .servers
+            .values()
+            .filter(|s| s.rec.bmc_error.is_some())
+            .count()
+    }
+
+    /// Updates the gauges, then renders every metric (for a scrape).
+    pub fn render_metrics(&self) -> String {
+        let m = &self.settings.metrics;
+        m.in_flight_actions.set(self.in_flight() as i64);
+        m.unreachable_bmcs.set(self.unreachable() as i64);
+        m.encode()
+    }
+
+    /// The sync loop calls this at each pass, so the watchdog can tell it runs.
+    pub fn sync_tick(&self) {
+        self.sync_tick.store(now_ms(), Ordering::SeqCst);
+    }
+
+    /// Proof of life for the service manager's watchdog: the engine lock can be
+    /// taken, the store answers, and the sync loop ran within `limit`.
+    pub fn heartbeat(&self, limit: Duration) -> std::result::Result<(), String> {
+        let _inner = self.lock();
+        self.store
+            .ping()
+            .map_err(|e| format!("state database does not answer: {e}"))?;
+        let age = now_ms() - self.sync_tick.load(Ordering::SeqCst);
+        if age > limit.as_millis() as i64 {
+            return Err(format!("the sync loop has not run for {age} ms"));
+        }
+        Ok(())
+    }
+
+    /// Resolves once a shutdown began (streams end on it).
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Refuses new BMC actions from now on and ends the watch streams.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.stopping.send_replace(true);
+    }
+
     /// Refuses new BMC actions, gives in-flight ones `grace` to finish, then
     /// stops them where they are (the next start recovers them from the store),
     /// and closes every BMC session.
     pub async fn shutdown(&self, grace: Duration) {
-        self.shutting_down.store(true, Ordering::SeqCst);
+        self.begin_shutdown();
         let deadline = tokio::time::Instant::now() + grace;
         while self.in_flight() > 0 {
             let notified = self.idle.notified();

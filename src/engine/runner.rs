@@ -289,6 +289,12 @@ impl Run {
                 Ok(v)
             }
             Err(e) => {
+                let protocol = self
+                    .engine
+                    .record(&self.server_id)
+                    .map(|r| r.bmc.protocol.as_str())
+                    .unwrap_or("unknown");
+                self.engine.settings.metrics.bmc_error(protocol, e.kind());
                 self.step(step, StepPhase::Failed, &e.to_string())?;
                 Err(format!("{step} failed: {e} (BMC {})", self.bmc_key))
             }

@@ -21,7 +21,10 @@ fn settings() -> EngineSettings {
         sync: SyncSettings::default(),
         event_retain: 1000,
         credentials_dir: "/nonexistent".into(),
+        // Every test's servers use the password "pw", so they may share it.
+        secrets_dir: std::env::temp_dir().join("rack-agent-engine-tests"),
         policy: Policy::default(),
+        metrics: crate::metrics::Metrics::new(),
     }
 }
 

@@ -25,8 +25,13 @@ pub struct Daemon {
 /// starts the daemon on it; returns once it listens.
 pub fn start_daemon(dir: &Path, body: &str) -> Daemon {
     let config = dir.join("rack-agent.toml");
+    let api = if body.contains("[api") {
+        ""
+    } else {
+        "[api]\ninsecure_plaintext = true\n"
+    };
     let text = format!(
-        "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ncredentials_dir = \"{}\"\n{body}",
+        "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ncredentials_dir = \"{}\"\n{api}\n{body}",
         dir.join("state").display(),
         dir.join("credentials").display()
     );
@@ -43,13 +48,18 @@ pub fn start_daemon(dir: &Path, body: &str) -> Daemon {
     let stderr = child.stderr.take().unwrap();
     let sink = log.clone();
     std::thread::spawn(move || {
+        let mut addr: Option<SocketAddr> = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening") {
-                if let Some(addr) = line
+            if line.contains(" listening ") {
+                addr = line
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("addr="))
-                {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    .map(|a| a.parse().unwrap());
+            }
+            // Ready: the store is open and recovery has run.
+            if line.contains(" ready ") {
+                if let Some(a) = addr {
+                    let _ = tx.send(a);
                 }
             }
             let mut l = sink.lock().unwrap();
@@ -62,7 +72,7 @@ pub fn start_daemon(dir: &Path, body: &str) -> Daemon {
         Err(_) => {
             let _ = child.kill();
             panic!(
-                "rack-agent did not start listening within 30 s; its log:\n{}",
+                "rack-agent was not ready within 30 s; its log:\n{}",
                 log.lock().unwrap()
             );
         }
