@@ -22,16 +22,38 @@ pub struct Daemon {
 }
 
 /// Writes `body` (a config without `listen`/`state_dir`) into `dir` and
-/// starts the daemon on it; returns once it listens.
+/// starts the daemon on it; returns once it is ready.
 pub fn start_daemon(dir: &Path, body: &str) -> Daemon {
+    spawn_daemon(dir, body, &[], Until::Ready)
+}
+
+/// When `spawn_daemon` returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The gRPC port is bound (the store may not be open yet).
+    Listening,
+    /// The store is open and recovery has run.
+    Ready,
+}
+
+pub fn spawn_daemon(dir: &Path, body: &str, env: &[(&str, &str)], until: Until) -> Daemon {
     let config = dir.join("rack-agent.toml");
     let api = if body.contains("[api") {
         ""
     } else {
         "[api]\ninsecure_plaintext = true\n"
     };
+    let listen = if body.contains("listen =") {
+        String::new()
+    } else {
+        "listen = \"127.0.0.1:0\"\n".to_string()
+    };
+    // Top-level keys of `body` go before any table.
+    let split = body.find("\n[").map(|i| i + 1).unwrap_or(0);
+    let split = if body.starts_with('[') { 0 } else { split };
+    let (top, tables) = body.split_at(split);
     let text = format!(
-        "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\ncredentials_dir = \"{}\"\n{api}\n{body}",
+        "{listen}state_dir = \"{}\"\ncredentials_dir = \"{}\"\n{top}\n{api}\n{tables}",
         dir.join("state").display(),
         dir.join("credentials").display()
     );
@@ -39,6 +61,7 @@ pub fn start_daemon(dir: &Path, body: &str) -> Daemon {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rack-agent"))
         .args(["--config", config.to_str().unwrap(), "run"])
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -55,9 +78,12 @@ pub fn start_daemon(dir: &Path, body: &str) -> Daemon {
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("addr="))
                     .map(|a| a.parse().unwrap());
+                if until == Until::Listening {
+                    let _ = tx.send(addr.unwrap());
+                }
             }
             // Ready: the store is open and recovery has run.
-            if line.contains(" ready ") {
+            if line.contains(" ready ") && until == Until::Ready {
                 if let Some(a) = addr {
                     let _ = tx.send(a);
                 }
@@ -108,6 +134,51 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// The `addr=` of the first log line containing `marker`, once it appears.
+    pub fn logged_addr(&self, marker: &str, limit: Duration) -> SocketAddr {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(a) = self
+                .log()
+                .lines()
+                .find(|l| l.contains(marker))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .and_then(|a| a.parse().ok())
+                })
+            {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {marker:?} line in:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the daemon to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL: no chance to clean up, like a crash or a power loss of the host.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -118,22 +189,12 @@ impl Daemon {
 
     /// SIGTERM, then waits; returns the exit status.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
+        let pid = self.pid()?;
         Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
+            .args(["-TERM", &pid.to_string()])
             .status()
             .unwrap();
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_exit(limit)
     }
 }
 
