@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, bench tests included: installs what the tests need on a
 # fresh Debian machine (the bench peers, via hil-tests/*/setup.sh), checks
-# formatting and lints, then runs every test.
+# formatting, lints, the systemd unit and the .deb, then runs every test (the
+# test runner's summary line is the last thing printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,11 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+echo "==> systemd unit (verify, security)"
+bash scripts/check-unit.sh
+echo "==> .deb package"
+bash scripts/package.sh
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
