@@ -552,7 +552,12 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
         }
         cur = err.source();
     }
-    false
+    // Some layers flatten the rustls error into a message (an io::Error's
+    // source() skips its payload): recognise rustls's own wording too.
+    let text = root_cause(e);
+    ["certificate", "handshake", "tls", "TLS", "alert"]
+        .iter()
+        .any(|w| text.contains(w))
 }
 
 /// A short, printable excerpt of a non-JSON error body.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use super::options::TlsTrust;
@@ -87,9 +87,9 @@ impl ServerCertVerifier for PinnedCert {
         if got == self.fingerprint {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(FingerprintMismatch)),
-            )))
+            Err(rustls::Error::General(
+                "the certificate's SHA-256 does not match the pinned cert_sha256".into(),
+            ))
         }
     }
 
@@ -127,14 +127,3 @@ impl ServerCertVerifier for PinnedCert {
             .supported_schemes()
     }
 }
-
-#[derive(Debug)]
-struct FingerprintMismatch;
-
-impl std::fmt::Display for FingerprintMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("certificate SHA-256 does not match the pinned cert_sha256")
-    }
-}
-
-impl std::error::Error for FingerprintMismatch {}
