@@ -198,6 +198,16 @@ impl Client {
         })
     }
 
+    /// The server this client works for, for log fields.
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// `address:port` of the BMC, for log fields.
+    pub fn bmc(&self) -> &str {
+        &self.bmc
+    }
+
     pub async fn set_auth_mode(&self, mode: AuthMode) {
         let mut st = self.auth.lock().await;
         if st.mode.as_ref() != Some(&mode) {
@@ -571,4 +581,53 @@ fn body_snippet(body: &[u8]) -> Option<String> {
         out.push('…');
     }
     Some(out)
+}
+
+/// A URL fit for logs and errors: any `user:password@` part is removed.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("http://u:hunter2@10.0.0.1/img.iso"),
+            "http://10.0.0.1/img.iso"
+        );
+        assert_eq!(
+            redact_url("http://10.0.0.1/img.iso"),
+            "http://10.0.0.1/img.iso"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_seconds_and_capped() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("86400"));
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        assert!(backoff(0) < Duration::from_millis(400));
+        assert!(backoff(10) <= MAX_BACKOFF.mul_f64(1.25));
+    }
 }

@@ -70,7 +70,7 @@ pub async fn discover(client: &Client, opts: &RedfishOptions) -> Result<Discover
                 (None, Some(info)) => match client.get_json::<ActionInfo>(info).await {
                     Ok(ai) => ai.allowable("ResetType").map(mapping::reset_types),
                     Err(e) => {
-                        warn!(system = %system_path, action_info = %info, error = %e,
+                        warn!(server_id = client.server_id(), bmc = client.bmc(), system = %system_path, action_info = %info, error = %e,
                             "cannot read the Reset ActionInfo; assuming the standard reset types");
                         None
                     }
@@ -88,7 +88,7 @@ pub async fn discover(client: &Client, opts: &RedfishOptions) -> Result<Discover
         .as_ref()
         .and_then(|b| b.target_allowable.clone());
     let virtual_media = find_virtual_media(client, &system).await;
-    info!(system = %system_path, reset = ?reset.as_ref().map(|r| &r.allowed),
+    info!(server_id = client.server_id(), bmc = client.bmc(), system = %system_path, reset = ?reset.as_ref().map(|r| &r.allowed),
         virtual_media = ?virtual_media.as_ref().map(|m| &m.path), "Redfish system discovered");
     Ok(Discovered {
         system: system_path,

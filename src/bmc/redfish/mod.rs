@@ -258,7 +258,8 @@ impl Bmc for RedfishBmc {
                 "virtual media (no CD/DVD VirtualMedia under the system or its managers)".into(),
             )
         })?;
-        info!(server_id = %self.server_id, bmc = %self.bmc, media = %vm.path, image = image_url,
+        info!(server_id = %self.server_id, bmc = %self.bmc, media = %vm.path,
+            image = %client::redact_url(image_url),
             "inserting virtual media");
         let reply = match &vm.insert_target {
             Some(target) => {
