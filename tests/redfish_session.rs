@@ -4,101 +4,12 @@
 
 mod redfish_support;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rack_agent::bmc::redfish::RedfishBmc;
 use rack_agent::bmc::{Bmc, BmcError, Endpoint, Power, PowerOp, Protocol, Secret};
-use redfish_support::mock::{MockReply, MockRequest, MockServer};
-
-const PASSWORD: &str = "s3ssion-Secret!";
-const SESSIONS: &str = "/redfish/v1/SessionService/Sessions";
-
-#[derive(Default)]
-struct SessionBmc {
-    /// token → session id
-    open: HashMap<String, u32>,
-    next: u32,
-    logins: u32,
-    power_on: bool,
-}
-
-fn handle(state: &Mutex<SessionBmc>, r: &MockRequest) -> MockReply {
-    let mut st = state.lock().unwrap();
-    let unauthorized = || {
-        MockReply::json(
-            401,
-            r#"{"error":{"code":"Base.1.8.NoValidSession","message":"There is no valid session established with the implementation.","@Message.ExtendedInfo":[{"MessageId":"Base.1.8.NoValidSession","Message":"There is no valid session established with the implementation."}]}}"#,
-        )
-    };
-    match (r.method.as_str(), r.path.as_str()) {
-        ("GET", "/redfish/v1/") => MockReply::json(
-            200,
-            r#"{"@odata.id":"/redfish/v1/","RedfishVersion":"1.11.0",
-               "Systems":{"@odata.id":"/redfish/v1/Systems"},
-               "SessionService":{"@odata.id":"/redfish/v1/SessionService"},
-               "Links":{"Sessions":{"@odata.id":"/redfish/v1/SessionService/Sessions"}}}"#,
-        ),
-        ("POST", SESSIONS) => {
-            let body = r.json();
-            if body["UserName"] != "admin" || body["Password"] != PASSWORD {
-                return MockReply::json(
-                    401,
-                    r#"{"error":{"code":"Base.1.8.GeneralError","message":"Login failed",
-                       "@Message.ExtendedInfo":[{"MessageId":"Base.1.8.NoValidSession","Message":"Invalid user name or password."}]}}"#,
-                );
-            }
-            st.next += 1;
-            st.logins += 1;
-            let id = st.next;
-            let token = format!("token-{id}-{}", rand_hex());
-            st.open.insert(token.clone(), id);
-            MockReply::json(
-                201,
-                format!(r#"{{"@odata.id":"{SESSIONS}/{id}","Id":"{id}","UserName":"admin"}}"#),
-            )
-            .header("X-Auth-Token", &token)
-            .header("Location", &format!("{SESSIONS}/{id}"))
-        }
-        (method, path) => {
-            // Everything else needs a valid session; basic auth is refused.
-            let Some(id) = r
-                .header("x-auth-token")
-                .and_then(|t| st.open.get(t))
-                .copied()
-            else {
-                return unauthorized();
-            };
-            match (method, path) {
-                ("DELETE", p) if p == format!("{SESSIONS}/{id}") => {
-                    st.open.retain(|_, v| *v != id);
-                    MockReply::empty(204)
-                }
-                ("GET", "/redfish/v1/Systems") => MockReply::json(
-                    200,
-                    r#"{"Members":[{"@odata.id":"/redfish/v1/Systems/Self"}]}"#,
-                ),
-                ("GET", "/redfish/v1/Systems/Self") => MockReply::json(
-                    200,
-                    format!(
-                        r##"{{"Id":"Self","PowerState":"{}","Actions":{{"#ComputerSystem.Reset":{{
-                        "target":"/redfish/v1/Systems/Self/Actions/ComputerSystem.Reset"}}}}}}"##,
-                        if st.power_on { "On" } else { "Off" }
-                    ),
-                ),
-                ("POST", "/redfish/v1/Systems/Self/Actions/ComputerSystem.Reset") => {
-                    st.power_on = r.json()["ResetType"] == "On";
-                    MockReply::empty(204)
-                }
-                _ => MockReply::json(404, "{}"),
-            }
-        }
-    }
-}
-
-fn rand_hex() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
+use redfish_support::session_bmc::{start, PASSWORD, SESSIONS};
 
 fn endpoint(port: u16, password: &str) -> Endpoint {
     let mut options = BTreeMap::new();
@@ -111,12 +22,6 @@ fn endpoint(port: u16, password: &str) -> Endpoint {
         password: Secret::new(password),
         options,
     }
-}
-
-async fn start() -> (MockServer, Arc<Mutex<SessionBmc>>) {
-    let state = Arc::new(Mutex::new(SessionBmc::default()));
-    let s = state.clone();
-    (MockServer::start(move |r| handle(&s, r)).await, state)
 }
 
 #[tokio::test]
