@@ -448,3 +448,50 @@ async fn virtual_media_under_the_manager_is_inserted_and_ejected() {
     bmc.eject_media().await.unwrap();
     assert!(!*inserted.lock().unwrap());
 }
+
+#[tokio::test]
+async fn vanished_task_monitor_falls_back_to_the_task_resource() {
+    let tree = dell_tree();
+    let server =
+        MockServer::start(
+            move |r: &MockRequest| match (r.method.as_str(), r.path.as_str()) {
+                ("POST", _) => MockReply::json(202, fixture("task_running.json"))
+                    .header("Location", "/redfish/v1/TaskService/TaskMonitors/gone")
+                    .header("Retry-After", "0"),
+                ("GET", "/redfish/v1/TaskService/TaskMonitors/gone") => MockReply::json(404, "{}"),
+                ("GET", p) => tree.get(p),
+                _ => MockReply::json(405, "{}"),
+            },
+        )
+        .await;
+    let bmc = RedfishBmc::connect("dell", &endpoint(server.port(), &[])).unwrap();
+    bmc.power(PowerOp::On).await.unwrap();
+    assert!(server
+        .requests()
+        .iter()
+        .any(|r| r.path == "/redfish/v1/TaskService/Tasks/JID_471269252011"));
+}
+
+#[tokio::test]
+async fn boot_override_retries_once_when_the_etag_changed() {
+    let tree = dell_tree();
+    let patches = Arc::new(Mutex::new(0));
+    let p2 = patches.clone();
+    let server = MockServer::start(move |r: &MockRequest| match (r.method.as_str(), r.path.as_str()) {
+        ("PATCH", _) => {
+            let mut n = p2.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                MockReply::json(412, r#"{"error":{"code":"Base.1.8.PreconditionFailed","message":"ETag mismatch"}}"#)
+            } else {
+                MockReply::empty(204)
+            }
+        }
+        ("GET", p) => tree.get(p),
+        _ => MockReply::json(405, "{}"),
+    })
+    .await;
+    let bmc = RedfishBmc::connect("dell", &endpoint(server.port(), &[])).unwrap();
+    bmc.set_boot_once(BootDevice::Cd).await.unwrap();
+    assert_eq!(*patches.lock().unwrap(), 2);
+}

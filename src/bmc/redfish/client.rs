@@ -243,6 +243,17 @@ impl Client {
 
     /// Sends a request with auth, retries and error mapping.
     pub async fn send(&self, req: Req<'_>) -> Result<Reply, BmcError> {
+        self.send_allowing(req, &[]).await
+    }
+
+    /// Like [`send`](Self::send), but answers with a status in `allowed` come
+    /// back as `Ok` for the caller to handle (a 412 on PATCH, a 404 from a
+    /// task monitor that is gone).
+    pub async fn send_allowing(
+        &self,
+        req: Req<'_>,
+        allowed: &[StatusCode],
+    ) -> Result<Reply, BmcError> {
         let _permit = self
             .in_flight
             .acquire()
@@ -298,7 +309,7 @@ impl Client {
                         attempt += 1;
                         continue;
                     }
-                    if status.is_success() {
+                    if status.is_success() || allowed.contains(&status) {
                         return Ok(reply);
                     }
                     return Err(self.status_error(&req, &reply));

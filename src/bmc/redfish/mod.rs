@@ -91,21 +91,42 @@ impl RedfishBmc {
         };
         info!(server_id = %self.server_id, bmc = %self.bmc, what, monitor = %monitor,
             "BMC accepted (202); following its task");
+        let task_uri = task.as_ref().and_then(|t| t.odata_id.clone());
         let mut wait = accepted.retry_after();
         let poll = async {
+            let mut url = monitor.clone();
             loop {
                 tokio::time::sleep(
                     wait.unwrap_or(Duration::from_secs(1))
                         .clamp(Duration::from_millis(100), Duration::from_secs(5)),
                 )
                 .await;
-                let reply = self.client.send(Req::get(&monitor)).await?;
+                let reply = self
+                    .client
+                    .send_allowing(Req::get(&url), &[StatusCode::NOT_FOUND])
+                    .await?;
+                if reply.status == StatusCode::NOT_FOUND {
+                    // Monitors may vanish once their task is done: ask the task
+                    // resource itself when we know it, else take it as done.
+                    match &task_uri {
+                        Some(t) if *t != url => {
+                            url = t.clone();
+                            wait = Some(Duration::ZERO);
+                            continue;
+                        }
+                        _ => {
+                            warn!(server_id = %self.server_id, bmc = %self.bmc, what, monitor = %url,
+                                "the task monitor is gone (404); taking the task as finished");
+                            return Ok(());
+                        }
+                    }
+                }
                 wait = reply.retry_after();
                 let task: Option<Task> = serde_json::from_slice(&reply.body).ok();
                 let state = task.as_ref().and_then(|t| t.task_state.clone());
-                match (reply.status, state) {
-                    (_, Some(s)) if s.is_final() => return task_outcome(what, task.unwrap()),
-                    (StatusCode::ACCEPTED, _) | (_, Some(_)) => continue,
+                match (reply.status, state, task) {
+                    (_, Some(s), Some(task)) if s.is_final() => return task_outcome(what, task),
+                    (StatusCode::ACCEPTED, _, _) | (_, Some(_), _) => continue,
                     // The monitor answers the action's own result once done.
                     _ => return Ok(()),
                 }
@@ -234,20 +255,20 @@ impl Bmc for RedfishBmc {
         let mut etag = self.system_etag(&d.system).await?;
         for attempt in 0..2 {
             let req = Req::patch(&d.system, body.clone(), etag.clone());
-            match self.client.send(req).await {
-                Ok(reply) => return self.accept("boot override", reply).await,
-                // 412: the system changed since we read its ETag; read it again once.
-                Err(BmcError::Refused(msg))
-                    if attempt == 0 && etag.is_some() && msg.starts_with("HTTP 412") =>
-                {
-                    warn!(server_id = %self.server_id, bmc = %self.bmc, "ETag changed (412); retrying once");
-                    etag = self.system_etag(&d.system).await?;
-                }
-                Err(e) => return Err(e),
+            let reply = self
+                .client
+                .send_allowing(req, &[StatusCode::PRECONDITION_FAILED])
+                .await?;
+            if reply.status != StatusCode::PRECONDITION_FAILED {
+                return self.accept("boot override", reply).await;
             }
+            // 412: the system changed since we read its ETag; read it again once.
+            warn!(server_id = %self.server_id, bmc = %self.bmc, attempt,
+                "the system's ETag changed (412)");
+            etag = self.system_etag(&d.system).await?;
         }
         Err(BmcError::Refused(
-            "boot override: the system's ETag kept changing (HTTP 412)".into(),
+            "boot override: the system's ETag kept changing (HTTP 412 twice)".into(),
         ))
     }
 
