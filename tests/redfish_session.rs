@@ -129,3 +129,41 @@ async fn wrong_password_is_an_auth_error_without_the_secret() {
     assert_eq!(state.lock().unwrap().open.len(), 0);
     bmc.close().await;
 }
+
+#[tokio::test]
+async fn a_bmc_that_will_not_create_sessions_is_used_with_basic_auth() {
+    use redfish_support::mock::{MockReply, MockServer};
+    let server = MockServer::start(|r| match (r.method.as_str(), r.path.as_str()) {
+        ("GET", "/redfish/v1/") => MockReply::json(
+            200,
+            r#"{"Systems":{"@odata.id":"/redfish/v1/Systems"},
+               "SessionService":{"@odata.id":"/redfish/v1/SessionService"},
+               "Links":{"Sessions":{"@odata.id":"/redfish/v1/SessionService/Sessions"}}}"#,
+        ),
+        ("POST", SESSIONS) => {
+            MockReply::json(405, r#"{"error":{"message":"Sessions are disabled"}}"#)
+        }
+        (_, _) if r.header("authorization").is_none() => MockReply::json(401, "{}"),
+        ("GET", "/redfish/v1/Systems") => MockReply::json(
+            200,
+            r#"{"Members":[{"@odata.id":"/redfish/v1/Systems/1"}]}"#,
+        ),
+        ("GET", "/redfish/v1/Systems/1") => MockReply::json(
+            200,
+            r##"{"Id":"1","PowerState":"On","Actions":{"#ComputerSystem.Reset":{"target":"/r"}}}"##,
+        ),
+        _ => MockReply::json(404, "{}"),
+    })
+    .await;
+    let bmc = RedfishBmc::connect("s1", &endpoint(server.port(), PASSWORD)).unwrap();
+    assert_eq!(bmc.power_state().await.unwrap(), Power::On);
+    let last = server.requests().pop().unwrap();
+    assert!(last.header("authorization").unwrap().starts_with("Basic "));
+
+    // Asked for sessions explicitly: no fallback, the refusal is reported.
+    let mut ep = endpoint(server.port(), PASSWORD);
+    ep.options.insert("auth".into(), "session".into());
+    let bmc = RedfishBmc::connect("s1", &ep).unwrap();
+    let e = bmc.power_state().await.unwrap_err();
+    assert!(e.to_string().contains("Sessions are disabled"), "{e}");
+}

@@ -8,11 +8,16 @@ here="$(cd "$(dirname "$0")" && pwd)"
 venv="$(cd "$here/.." && pwd)/.venv"
 SUSHY_VERSION="${SUSHY_VERSION:-2.2.0}"
 
-if ! command -v openssl >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq openssl
-fi
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    apt-get update -qq && apt-get install -y -qq python3-venv
+# Debian packages, only those missing (a fresh Debian 12 may lack any of them).
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl ca-certificates)
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${need[@]}"
 fi
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"

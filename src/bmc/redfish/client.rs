@@ -25,9 +25,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
     Basic,
-    /// Sessions, created by POSTing to this collection.
+    /// Sessions, created by POSTing to this collection. With `fallback`, a
+    /// BMC that will not create a session (404/405/501, no token...) is used
+    /// with basic auth instead; wrong credentials never fall back.
     Session {
         sessions: String,
+        fallback: bool,
     },
 }
 
@@ -414,14 +417,24 @@ impl Client {
     /// The session token to send, logging in first when sessions are in use.
     async fn auth_token(&self) -> Result<Option<Secret>, BmcError> {
         let mut st = self.auth.lock().await;
-        let sessions = match &st.mode {
-            Some(AuthMode::Session { sessions }) => sessions.clone(),
+        let (sessions, fallback) = match &st.mode {
+            Some(AuthMode::Session { sessions, fallback }) => (sessions.clone(), *fallback),
             _ => return Ok(None),
         };
         if st.token.is_none() {
-            let (token, uri) = self.login(&sessions).await?;
-            st.token = Some(token);
-            st.session_uri = uri;
+            match self.login(&sessions).await {
+                Ok((token, uri)) => {
+                    st.token = Some(token);
+                    st.session_uri = uri;
+                }
+                Err(e @ (BmcError::Refused(_) | BmcError::Protocol(_))) if fallback => {
+                    warn!(server_id = %self.server_id, bmc = %self.bmc, error = %e,
+                        "the BMC would not create a session; using HTTP basic auth instead");
+                    st.mode = Some(AuthMode::Basic);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(st.token.clone())
     }

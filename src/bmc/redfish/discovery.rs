@@ -46,7 +46,16 @@ pub async fn discover(client: &Client, opts: &RedfishOptions) -> Result<Discover
     let root: ServiceRoot = {
         let mut req = super::client::Req::get(root_path);
         req.authenticated = false;
-        client.send(req).await?.json("service root")?
+        match client.send(req).await {
+            Ok(reply) => reply.json("service root")?,
+            // The spec wants the root readable without credentials; some
+            // BMCs disagree. Read it with basic auth then.
+            Err(BmcError::Auth(_)) => {
+                client.set_auth_mode(AuthMode::Basic).await;
+                client.get_json(root_path).await?
+            }
+            Err(e) => return Err(e),
+        }
     };
     client
         .set_auth_mode(choose_auth(client, &root, opts.auth).await?)
@@ -121,7 +130,10 @@ async fn choose_auth(
         (None, None) => None,
     };
     match (sessions, choice) {
-        (Some(sessions), _) => Ok(AuthMode::Session { sessions }),
+        (Some(sessions), choice) => Ok(AuthMode::Session {
+            sessions,
+            fallback: choice == AuthChoice::Auto,
+        }),
         (None, AuthChoice::Session) => Err(BmcError::Unsupported(
             "session authentication (auth = \"session\"): the service root advertises no \
              SessionService; use auth = \"basic\""
