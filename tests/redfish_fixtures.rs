@@ -495,3 +495,34 @@ async fn boot_override_retries_once_when_the_etag_changed() {
     bmc.set_boot_once(BootDevice::Cd).await.unwrap();
     assert_eq!(*patches.lock().unwrap(), 2);
 }
+
+#[tokio::test]
+async fn a_system_that_moved_is_found_again() {
+    // First the system lives at /Systems/1, then (after a "firmware update")
+    // at /Systems/System.Embedded.1.
+    let moved = Arc::new(Mutex::new(false));
+    let m = moved.clone();
+    let server = MockServer::start(move |r: &MockRequest| {
+        let moved = *m.lock().unwrap();
+        let id = if moved { "System.Embedded.1" } else { "1" };
+        match r.path.as_str() {
+            "/redfish/v1/" => MockReply::json(200, fixture("sushy_service_root.json")),
+            "/redfish/v1/Systems" => MockReply::json(
+                200,
+                format!(r#"{{"Members":[{{"@odata.id":"/redfish/v1/Systems/{id}"}}]}}"#),
+            ),
+            p if p == format!("/redfish/v1/Systems/{id}") => MockReply::json(
+                200,
+                fixture("dell_system.json").replace("System.Embedded.1", id),
+            ),
+            _ => MockReply::json(404, "{}"),
+        }
+    })
+    .await;
+    let bmc = RedfishBmc::connect("dell", &endpoint(server.port(), &[])).unwrap();
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    *moved.lock().unwrap() = true;
+    let e = bmc.power_state().await.unwrap_err();
+    assert!(e.to_string().contains("looked up again"), "{e}");
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+}

@@ -190,7 +190,22 @@ impl Bmc for RedfishBmc {
 
     async fn power_state(&self) -> Result<Power, BmcError> {
         let d = self.discovered().await?;
-        let sys: ComputerSystem = self.client.get_json(&d.system).await?;
+        let reply = self
+            .client
+            .send_allowing(Req::get(&d.system), &[StatusCode::NOT_FOUND])
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            // The BMC renamed its resources (a firmware update, a reset to
+            // defaults): forget what discovery found and walk again next time.
+            *self.discovered.lock().await = None;
+            warn!(server_id = %self.server_id, bmc = %self.bmc, system = %d.system,
+                "the system resource is gone (404); discovery will run again");
+            return Err(BmcError::Refused(format!(
+                "HTTP 404 on GET {}: the system is gone; it will be looked up again at the next call",
+                d.system
+            )));
+        }
+        let sys: ComputerSystem = reply.json(&d.system)?;
         let state = sys.power_state.ok_or_else(|| {
             BmcError::Protocol(format!("system {:?} reports no PowerState", d.system_id))
         })?;
