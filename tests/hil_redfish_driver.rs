@@ -149,6 +149,10 @@ async fn wrong_password_and_untrusted_certificates_are_refused() {
     let d = RedfishBmc::connect(s, &ep).unwrap();
     let e = d.power_state().await.unwrap_err();
     assert!(matches!(e, BmcError::Auth(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("Incorrect username or password"),
+        "{e}"
+    );
     for text in [
         e.to_string(),
         format!("{e:?}"),
