@@ -7,6 +7,7 @@
 //! words an operator understands, what went wrong.
 
 pub mod fake;
+pub mod redfish;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -267,14 +268,12 @@ pub trait BmcFactory: Send + Sync {
 pub struct RealBmcFactory;
 
 impl BmcFactory for RealBmcFactory {
-    fn connect(&self, _server_id: &str, endpoint: &Endpoint) -> Result<SharedBmc, BmcError> {
+    fn connect(&self, server_id: &str, endpoint: &Endpoint) -> Result<SharedBmc, BmcError> {
         match endpoint.protocol {
             Protocol::Ipmi => Err(BmcError::Unsupported(
                 "IPMI in this build (the IPMI driver has not landed yet)".into(),
             )),
-            Protocol::Redfish => Err(BmcError::Unsupported(
-                "Redfish in this build (the Redfish driver has not landed yet)".into(),
-            )),
+            Protocol::Redfish => Ok(Arc::new(redfish::RedfishBmc::connect(server_id, endpoint)?)),
         }
     }
 }

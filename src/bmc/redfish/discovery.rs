@@ -1,0 +1,234 @@
+//! Finding our way around one BMC's resource tree, from the service root,
+//! without assuming any path: Systems → the system → its Reset action and
+//! allowable values, its boot override values, and a CD/DVD virtual media.
+
+use tracing::{info, warn};
+
+use super::client::{AuthMode, Client};
+use super::mapping;
+use super::model::{
+    ActionInfo, BootSource, Collection, ComputerSystem, Manager, ResetType, ServiceRoot,
+    SessionService, VirtualMedia,
+};
+use super::options::{AuthChoice, RedfishOptions};
+use crate::bmc::BmcError;
+
+/// What discovery found, cached for the driver's lifetime.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// The system resource, e.g. `/redfish/v1/Systems/System.Embedded.1`.
+    pub system: String,
+    pub system_id: String,
+    /// The Reset action, or why the system has none usable.
+    pub reset: Result<ResetInfo, String>,
+    /// `BootSourceOverrideTarget@Redfish.AllowableValues`, when listed.
+    pub boot_allowed: Option<Vec<BootSource>>,
+    /// A CD/DVD virtual media resource, when the BMC has one.
+    pub virtual_media: Option<MediaInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResetInfo {
+    pub target: String,
+    /// Allowable reset types; `None` when the BMC lists none.
+    pub allowed: Option<Vec<ResetType>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MediaInfo {
+    pub path: String,
+    pub insert_target: Option<String>,
+    pub eject_target: Option<String>,
+}
+
+pub async fn discover(client: &Client, opts: &RedfishOptions) -> Result<Discovered, BmcError> {
+    let root_path = "/redfish/v1/";
+    let root: ServiceRoot = {
+        let mut req = super::client::Req::get(root_path);
+        req.authenticated = false;
+        match client.send(req).await {
+            Ok(reply) => reply.json("service root")?,
+            // The spec wants the root readable without credentials; some
+            // BMCs disagree. Read it with basic auth then.
+            Err(BmcError::Auth(_)) => {
+                client.set_auth_mode(AuthMode::Basic).await;
+                client.get_json(root_path).await?
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    client
+        .set_auth_mode(choose_auth(client, &root, opts.auth).await?)
+        .await;
+
+    let systems = root.systems.as_ref().ok_or_else(|| {
+        BmcError::Unsupported("power control: the service root lists no Systems".into())
+    })?;
+    let members: Collection = client.get_json(&systems.odata_id).await?;
+    let system_path = choose_system(client, &members, opts.system_id.as_deref()).await?;
+    let system: ComputerSystem = client.get_json(&system_path).await?;
+
+    let reset = match system.actions.as_ref().and_then(|a| a.reset.as_ref()) {
+        None => Err(format!(
+            "power control of system {:?}: it has no #ComputerSystem.Reset action",
+            system.id
+        )),
+        Some(action) => {
+            let allowed = match (&action.allowable_values, &action.action_info) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(info)) => match client.get_json::<ActionInfo>(info).await {
+                    Ok(ai) => ai.allowable("ResetType").map(mapping::reset_types),
+                    Err(e) => {
+                        warn!(server_id = client.server_id(), bmc = client.bmc(), system = %system_path, action_info = %info, error = %e,
+                            "cannot read the Reset ActionInfo; assuming the standard reset types");
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            Ok(ResetInfo {
+                target: action.target.clone(),
+                allowed,
+            })
+        }
+    };
+    let boot_allowed = system
+        .boot
+        .as_ref()
+        .and_then(|b| b.target_allowable.clone());
+    let virtual_media = find_virtual_media(client, &system).await;
+    info!(server_id = client.server_id(), bmc = client.bmc(), system = %system_path, reset = ?reset.as_ref().map(|r| &r.allowed),
+        virtual_media = ?virtual_media.as_ref().map(|m| &m.path), "Redfish system discovered");
+    Ok(Discovered {
+        system: system_path,
+        system_id: system.id,
+        reset,
+        boot_allowed,
+        virtual_media,
+    })
+}
+
+async fn choose_auth(
+    client: &Client,
+    root: &ServiceRoot,
+    choice: AuthChoice,
+) -> Result<AuthMode, BmcError> {
+    if choice == AuthChoice::Basic {
+        return Ok(AuthMode::Basic);
+    }
+    let sessions = match (root.sessions_link(), &root.session_service) {
+        (Some(s), _) => Some(s.to_string()),
+        (None, Some(svc)) => {
+            // Reading the SessionService needs credentials: basic until then.
+            client.set_auth_mode(AuthMode::Basic).await;
+            client
+                .get_json::<SessionService>(&svc.odata_id)
+                .await
+                .ok()
+                .and_then(|s| s.sessions.map(|l| l.odata_id))
+        }
+        (None, None) => None,
+    };
+    match (sessions, choice) {
+        (Some(sessions), choice) => Ok(AuthMode::Session {
+            sessions,
+            fallback: choice == AuthChoice::Auto,
+        }),
+        (None, AuthChoice::Session) => Err(BmcError::Unsupported(
+            "session authentication (auth = \"session\"): the service root advertises no \
+             SessionService; use auth = \"basic\""
+                .into(),
+        )),
+        (None, _) => Ok(AuthMode::Basic),
+    }
+}
+
+fn last_segment(path: &str) -> &str {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
+}
+
+async fn choose_system(
+    client: &Client,
+    members: &Collection,
+    wanted: Option<&str>,
+) -> Result<String, BmcError> {
+    let paths: Vec<&str> = members
+        .members
+        .iter()
+        .map(|l| l.odata_id.as_str())
+        .collect();
+    let ids: Vec<&str> = paths.iter().map(|p| last_segment(p)).collect();
+    match (wanted, paths.as_slice()) {
+        (_, []) => Err(BmcError::Unsupported(
+            "power control: the Systems collection is empty".into(),
+        )),
+        (None, [only]) => Ok(only.to_string()),
+        (None, _) => Err(BmcError::Unsupported(format!(
+            "choosing among {} systems without the `system_id` option (this BMC has: {})",
+            paths.len(),
+            ids.join(", ")
+        ))),
+        (Some(id), _) => {
+            if let Some(p) = paths.iter().find(|p| last_segment(p) == id) {
+                return Ok(p.to_string());
+            }
+            // The id in the path may differ from the resource's Id property.
+            for p in &paths {
+                if let Ok(sys) = client.get_json::<ComputerSystem>(p).await {
+                    if sys.id == id {
+                        return Ok(p.to_string());
+                    }
+                }
+            }
+            Err(BmcError::Unsupported(format!(
+                "system_id {id:?}: no such system on this BMC (it has: {})",
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
+/// A CD/DVD virtual media under the system, else under its managers.
+async fn find_virtual_media(client: &Client, system: &ComputerSystem) -> Option<MediaInfo> {
+    if let Some(link) = &system.virtual_media {
+        if let Some(m) = optical_in(client, &link.odata_id).await {
+            return Some(m);
+        }
+    }
+    for mgr in system.links.iter().flat_map(|l| &l.managed_by) {
+        let Ok(manager) = client.get_json::<Manager>(&mgr.odata_id).await else {
+            continue;
+        };
+        if let Some(link) = &manager.virtual_media {
+            if let Some(m) = optical_in(client, &link.odata_id).await {
+                return Some(m);
+            }
+        }
+    }
+    None
+}
+
+async fn optical_in(client: &Client, collection: &str) -> Option<MediaInfo> {
+    let members: Collection = client.get_json(collection).await.ok()?;
+    for link in &members.members {
+        let Ok(vm) = client.get_json::<VirtualMedia>(&link.odata_id).await else {
+            continue;
+        };
+        if vm.is_optical() {
+            let actions = vm.actions.as_ref();
+            return Some(MediaInfo {
+                path: link.odata_id.clone(),
+                insert_target: actions
+                    .and_then(|a| a.insert_media.as_ref())
+                    .map(|t| t.target.clone()),
+                eject_target: actions
+                    .and_then(|a| a.eject_media.as_ref())
+                    .map(|t| t.target.clone()),
+            });
+        }
+    }
+    None
+}

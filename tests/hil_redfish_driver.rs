@@ -1,0 +1,204 @@
+//! Driver-level HIL tests: the Redfish driver against a real peer, the
+//! sushy-tools emulator (fake driver, 4 systems), checked the way an operator
+//! would check, with curl. The emulator applies power changes 1–11 s late, so
+//! every confirmation polls for up to 15 s and independent checks run
+//! concurrently on different systems.
+//!
+//! Needs: python3 (venv), openssl, curl. `hil-tests/redfish/setup.sh` installs
+//! sushy-tools; a peer that cannot run fails the test with the reason.
+
+mod redfish_support;
+
+use std::time::{Duration, Instant};
+
+use rack_agent::bmc::redfish::RedfishBmc;
+use rack_agent::bmc::{Bmc, BmcError, BootDevice, Power, PowerOp};
+use redfish_support::bench::{Sushy, SYSTEMS};
+use redfish_support::mock::{MockReply, MockServer};
+
+const SETTLE: Duration = Duration::from_secs(15);
+
+fn driver(bench: &Sushy, system: &str, extra: &[(&str, &str)]) -> RedfishBmc {
+    RedfishBmc::connect(system, &bench.endpoint(system, extra)).expect("connect")
+}
+
+async fn timed<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    let t = Instant::now();
+    let out = f.await;
+    eprintln!("{what}: {:?}", t.elapsed());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn power_commands_change_power_state_as_curl_sees_it() {
+    let bench = Sushy::start();
+    let [s1, s2, s3, s4] = SYSTEMS;
+
+    // What the emulator offers, as discovered.
+    let caps = driver(&bench, s1, &[]).capabilities().await.unwrap();
+    assert_eq!(
+        caps.power_ops,
+        vec![
+            PowerOp::On,
+            PowerOp::GracefulOff,
+            PowerOp::ForceOff,
+            PowerOp::HardReset,
+            PowerOp::GracefulRestart
+        ],
+        "PowerCycle is not in the emulator's AllowableValues"
+    );
+    assert_eq!(
+        caps.boot_devices,
+        vec![BootDevice::Pxe, BootDevice::Disk, BootDevice::Cd]
+    );
+    assert!(caps.virtual_media);
+
+    let b = &bench;
+    let on_then_graceful_restart = async {
+        let d = driver(b, s1, &[]);
+        assert_eq!(d.power_state().await.unwrap(), Power::Off);
+        timed("On", d.power(PowerOp::On)).await.unwrap();
+        b.wait_power(s1, "On", SETTLE).await;
+        assert_eq!(d.power_state().await.unwrap(), Power::On);
+        timed("GracefulRestart", d.power(PowerOp::GracefulRestart))
+            .await
+            .unwrap();
+        b.wait_power(s1, "Off", SETTLE).await;
+        b.wait_power(s1, "On", SETTLE).await;
+    };
+    let on_then_force_off = async {
+        let d = driver(b, s2, &[]);
+        d.power(PowerOp::On).await.unwrap();
+        b.wait_power(s2, "On", SETTLE).await;
+        timed("ForceOff", d.power(PowerOp::ForceOff)).await.unwrap();
+        b.wait_power(s2, "Off", SETTLE).await;
+        assert_eq!(d.power_state().await.unwrap(), Power::Off);
+    };
+    let graceful_shutdown = async {
+        let d = driver(b, s3, &[]);
+        assert_eq!(d.power_state().await.unwrap(), Power::On);
+        timed("GracefulShutdown", d.power(PowerOp::GracefulOff))
+            .await
+            .unwrap();
+        b.wait_power(s3, "Off", SETTLE).await;
+    };
+    let force_restart = async {
+        let d = driver(b, s4, &[]);
+        timed("ForceRestart", d.power(PowerOp::HardReset))
+            .await
+            .unwrap();
+        b.wait_power(s4, "Off", SETTLE).await;
+        b.wait_power(s4, "On", SETTLE).await;
+        // PowerCycle is not allowed here: refused before anything is sent.
+        let e = d.power(PowerOp::PowerCycle).await.unwrap_err();
+        assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
+        assert!(e.to_string().contains("ForceRestart"), "{e}");
+    };
+    tokio::join!(
+        on_then_graceful_restart,
+        on_then_force_off,
+        graceful_shutdown,
+        force_restart
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn boot_override_and_virtual_media() {
+    let bench = Sushy::start();
+    let s = SYSTEMS[0];
+    let d = driver(&bench, s, &[]);
+
+    timed("set_boot_once(Pxe)", d.set_boot_once(BootDevice::Pxe))
+        .await
+        .unwrap();
+    let boot = &bench.system(s)["Boot"];
+    assert_eq!(boot["BootSourceOverrideTarget"], "Pxe", "{boot}");
+    d.set_boot_once(BootDevice::Cd).await.unwrap();
+    assert_eq!(bench.system(s)["Boot"]["BootSourceOverrideTarget"], "Cd");
+    // BiosSetup is not in this system's allowable values.
+    let e = d.set_boot_once(BootDevice::Bios).await.unwrap_err();
+    assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
+
+    // Virtual media: the emulator downloads the image, so serve one here.
+    let image = MockServer::start(|_| MockReply::bytes(200, b"not really an ISO".to_vec())).await;
+    let url = format!("http://127.0.0.1:{}/installer.iso", image.port());
+    timed("insert_media", d.insert_media(&url)).await.unwrap();
+    let cd = bench.curl(&format!("/redfish/v1/Systems/{s}/VirtualMedia/Cd"));
+    assert_eq!(cd["Inserted"], true, "{cd}");
+    assert_eq!(cd["Image"], url.as_str(), "{cd}");
+    assert!(
+        image.requests().iter().any(|r| r.path == "/installer.iso"),
+        "the emulator never fetched the image"
+    );
+    timed("eject_media", d.eject_media()).await.unwrap();
+    let cd = bench.curl(&format!("/redfish/v1/Systems/{s}/VirtualMedia/Cd"));
+    assert_eq!(cd["Inserted"], false, "{cd}");
+    // Ejecting again is a no-op, not an error.
+    d.eject_media().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_password_and_untrusted_certificates_are_refused() {
+    let bench = Sushy::start();
+    let s = SYSTEMS[1];
+
+    // Wrong password: Auth, and neither password anywhere in the text.
+    let wrong = "Wr0ng-p4ssw0rd-that-must-not-leak";
+    let mut ep = bench.endpoint(s, &[]);
+    ep.password = rack_agent::bmc::Secret::new(wrong);
+    let d = RedfishBmc::connect(s, &ep).unwrap();
+    let e = d.power_state().await.unwrap_err();
+    assert!(matches!(e, BmcError::Auth(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("Incorrect username or password"),
+        "{e}"
+    );
+    for text in [
+        e.to_string(),
+        format!("{e:?}"),
+        format!("{d:?}"),
+        format!("{ep:?}"),
+    ] {
+        assert!(!text.contains(wrong), "secret leaked: {text}");
+        assert!(!text.contains(&bench.password), "secret leaked: {text}");
+    }
+    let e = d.power(PowerOp::On).await.unwrap_err();
+    assert!(matches!(e, BmcError::Auth(_)), "{e:?}");
+
+    // Self-signed certificate, no trust configured: refused, with the reason.
+    let d = driver(&bench, s, &[("ca_file", "")]);
+    let e = d.power_state().await.unwrap_err();
+    assert!(matches!(e, BmcError::Unreachable(_)), "{e:?}");
+    assert!(e.to_string().contains("TLS"), "{e}");
+
+    // With the CA file: accepted.
+    assert!(driver(&bench, s, &[]).power_state().await.is_ok());
+
+    // Pinned fingerprint: the right one works, another one is refused.
+    let fp = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(bench.cert())
+        .output()
+        .expect("openssl");
+    let fp = String::from_utf8(fp.stdout).unwrap();
+    let fp = fp.trim().rsplit('=').next().unwrap().to_string();
+    let d = driver(&bench, s, &[("ca_file", ""), ("cert_sha256", &fp)]);
+    assert!(d.power_state().await.is_ok());
+    let other = "00".repeat(32);
+    let d = driver(&bench, s, &[("ca_file", ""), ("cert_sha256", &other)]);
+    let e = d.power_state().await.unwrap_err();
+    assert!(e.to_string().contains("pinned"), "{e}");
+
+    // Explicit insecure mode connects (and is logged at warn).
+    let d = driver(
+        &bench,
+        s,
+        &[("ca_file", ""), ("insecure_skip_verify", "true")],
+    );
+    assert!(d.power_state().await.is_ok());
+
+    // The emulator has no SessionService: auth = session is refused clearly.
+    let d = driver(&bench, s, &[("auth", "session")]);
+    let e = d.power_state().await.unwrap_err();
+    assert!(e.to_string().contains("SessionService"), "{e}");
+}
