@@ -65,8 +65,7 @@ async fn poll_all(engine: &Arc<Engine>, limit: &Arc<Semaphore>) {
 mod tests {
     use super::*;
     use crate::bmc::fake::{FakeBmcFactory, FakeSettings};
-    use crate::bmc::BmcFactory;
-    use crate::bmc::{Endpoint, Power, Protocol, Secret};
+    use crate::bmc::{Power, Protocol, Secret};
     use crate::config::Timeouts;
     use crate::engine::{EngineSettings, EnrollRequest};
     use crate::model::*;
@@ -97,15 +96,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let ep = Endpoint {
-            protocol: Protocol::Ipmi,
-            address: "x".into(),
-            port: 1,
-            username: "u".into(),
-            password: Secret::new("p"),
-            options: Default::default(),
-        };
-        fakes.connect("s1", &ep).unwrap();
+        fakes.fake_for("s1");
         engine
             .enroll(
                 &Caller::agent(),

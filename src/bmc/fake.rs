@@ -310,19 +310,6 @@ pub fn read_journal(path: &Path) -> std::io::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn op_from_str(s: &str) -> Option<PowerOp> {
-    [
-        PowerOp::On,
-        PowerOp::GracefulOff,
-        PowerOp::ForceOff,
-        PowerOp::HardReset,
-        PowerOp::PowerCycle,
-        PowerOp::GracefulRestart,
-    ]
-    .into_iter()
-    .find(|op| op.as_str() == s)
-}
-
 /// Hands out one fake per server and keeps them, so a test can reach the fake
 /// behind any server.
 pub struct FakeBmcFactory {
@@ -338,7 +325,7 @@ impl FakeBmcFactory {
         let journal = match &settings.journal {
             Some(path) => {
                 for (server, op) in read_journal(path)? {
-                    if let Some(op) = op_from_str(&op) {
+                    if let Some(op) = PowerOp::parse(&op) {
                         let p = restored
                             .get(&server)
                             .copied()
@@ -356,6 +343,22 @@ impl FakeBmcFactory {
             restored,
             fakes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The fake that `server_id` will get (or has), made now if need be, so a
+    /// test can set it up before the engine connects.
+    pub fn fake_for(&self, server_id: &str) -> Arc<FakeBmc> {
+        let endpoint = Endpoint {
+            protocol: super::Protocol::Ipmi,
+            address: "fake".into(),
+            port: 0,
+            username: "fake".into(),
+            password: super::Secret::new("fake"),
+            options: Default::default(),
+        };
+        // Connecting to a fake cannot fail.
+        let _ = self.connect(server_id, &endpoint);
+        self.get(server_id).expect("just made")
     }
 
     /// The fake behind `server_id`, once the engine has connected to it.
@@ -417,19 +420,11 @@ mod tests {
             journal: Some(dir.path().join("j.log")),
             ..FakeSettings::default()
         };
-        let ep = Endpoint {
-            protocol: super::super::Protocol::Ipmi,
-            address: "x".into(),
-            port: 1,
-            username: "u".into(),
-            password: super::super::Secret::new("p"),
-            options: Default::default(),
-        };
         let f1 = FakeBmcFactory::new(settings.clone()).unwrap();
-        let b = f1.connect("s1", &ep).unwrap();
+        let b = f1.fake_for("s1");
         b.power(PowerOp::ForceOff).await.unwrap();
         let f2 = FakeBmcFactory::new(settings.clone()).unwrap();
-        let b2 = f2.connect("s1", &ep).unwrap();
+        let b2 = f2.fake_for("s1");
         assert_eq!(b2.power_state().await.unwrap(), Power::Off);
         let j = read_journal(settings.journal.as_ref().unwrap()).unwrap();
         assert_eq!(j, vec![("s1".to_string(), "force_off".to_string())]);

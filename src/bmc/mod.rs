@@ -54,6 +54,21 @@ pub enum PowerOp {
 }
 
 impl PowerOp {
+    /// Every power command, in the order capabilities list them.
+    pub const ALL: [PowerOp; 6] = [
+        PowerOp::On,
+        PowerOp::GracefulOff,
+        PowerOp::ForceOff,
+        PowerOp::HardReset,
+        PowerOp::PowerCycle,
+        PowerOp::GracefulRestart,
+    ];
+
+    /// The command named `s` (as `as_str` names it).
+    pub fn parse(s: &str) -> Option<PowerOp> {
+        PowerOp::ALL.into_iter().find(|op| op.as_str() == s)
+    }
+
     /// Whether sending this twice can do something that sending it once did not.
     /// Such a command is never re-sent blindly after a crash or a lost reply.
     pub fn is_idempotent(self) -> bool {

@@ -287,20 +287,7 @@ impl Engine {
             warn!(server_id = %rec.id, bmc = %rec.bmc.key(), error = %e, "BMC setup failed");
             Arc::new(BrokenBmc(e)) as SharedBmc
         });
-        let mut inner = self.lock();
-        inner
-            .bmc_locks
-            .entry(rec.bmc.key())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())));
-        inner.servers.insert(
-            rec.id.clone(),
-            Slot {
-                rec,
-                bmc,
-                running: None,
-                failures: 0,
-            },
-        );
+        insert_slot(&mut self.lock(), rec, bmc);
     }
 
     fn connect(&self, rec: &ServerRecord) -> std::result::Result<SharedBmc, BmcError> {
@@ -435,19 +422,7 @@ impl Engine {
             rec.bmc.credential = self.store_secret(&rec.id, secret)?;
         }
         self.store.put_server(&rec)?;
-        inner
-            .bmc_locks
-            .entry(rec.bmc.key())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())));
-        inner.servers.insert(
-            rec.id.clone(),
-            Slot {
-                rec: rec.clone(),
-                bmc,
-                running: None,
-                failures: 0,
-            },
-        );
+        insert_slot(&mut inner, rec.clone(), bmc);
         self.publish(&rec, EventKind::ServerEnrolled, "api")?;
         info!(server_id = %rec.id, bmc = %rec.bmc.key(), protocol = rec.bmc.protocol.as_str(), "server enrolled");
         Ok(rec)
@@ -1148,6 +1123,24 @@ impl Engine {
             bmc.close().await;
         }
     }
+}
+
+/// Puts a server in the map, with the lock of its BMC (shared by every server
+/// behind the same BMC endpoint).
+fn insert_slot(inner: &mut Inner, rec: ServerRecord, bmc: SharedBmc) {
+    inner
+        .bmc_locks
+        .entry(rec.bmc.key())
+        .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())));
+    inner.servers.insert(
+        rec.id.clone(),
+        Slot {
+            rec,
+            bmc,
+            running: None,
+            failures: 0,
+        },
+    );
 }
 
 /// Counts an action task as in flight until it ends (or is aborted).

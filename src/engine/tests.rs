@@ -68,17 +68,8 @@ fn bmc_record(n: u16) -> BmcRecord {
 impl Rig {
     async fn enroll(&self, id: &str, power: Power) -> Arc<FakeBmc> {
         let n = self.engine.server_ids().len() as u16;
-        // Connect first so the fake starts in the wanted state.
-        let ep = Endpoint {
-            protocol: Protocol::Ipmi,
-            address: "x".into(),
-            port: 1,
-            username: "u".into(),
-            password: Secret::new("p"),
-            options: Default::default(),
-        };
-        self.fakes.connect(id, &ep).unwrap();
-        let fake = self.fakes.get(id).unwrap();
+        // Made first so the fake starts in the wanted state.
+        let fake = self.fakes.fake_for(id);
         fake.set_power(power);
         self.engine
             .enroll(

@@ -4,14 +4,7 @@ use super::model::{BootSource, PowerState, ResetType};
 use crate::bmc::{BootDevice, Power, PowerOp};
 
 /// Every power command, in the order capabilities list them.
-pub const ALL_OPS: [PowerOp; 6] = [
-    PowerOp::On,
-    PowerOp::GracefulOff,
-    PowerOp::ForceOff,
-    PowerOp::HardReset,
-    PowerOp::PowerCycle,
-    PowerOp::GracefulRestart,
-];
+pub const ALL_OPS: [PowerOp; 6] = PowerOp::ALL;
 
 /// The reset types that carry out `op`, preferred first.
 pub fn candidates(op: PowerOp) -> &'static [ResetType] {
