@@ -219,7 +219,7 @@ pub fn encrypt(key: &[u8; 16], iv: [u8; 16], payload: &[u8]) -> Vec<u8> {
 
 /// The inverse of [`encrypt`], checking the padding.
 pub fn decrypt(key: &[u8; 16], body: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    if body.len() < 32 || body.len() % 16 != 0 {
+    if body.len() < 32 || !body.len().is_multiple_of(16) {
         return Err(DecodeError::Invalid(format!(
             "encrypted payload of {} bytes is not IV + whole AES blocks",
             body.len()

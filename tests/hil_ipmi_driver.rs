@@ -1,0 +1,509 @@
+//! Hardware-in-the-loop tests of the IPMI driver against ipmi_sim BMCs whose
+//! power is a QEMU VM (hil-tests/ipmi). Each test starts its own bench on free
+//! UDP ports in a temp dir (tests run in parallel), drives `IpmiBmc` directly,
+//! and checks the effect independently of the driver: the QEMU process, QMP
+//! `query-status`, the VM's serial log, and `ipmitool -C 3`.
+//!
+//! The peers must be installed (`hil-tests/ipmi/setup.sh`); when they are not,
+//! these tests fail and say so. They never skip.
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rack_agent::bmc::ipmi::commands::BootSelector;
+use rack_agent::bmc::ipmi::IpmiBmc;
+use rack_agent::bmc::{Bmc, BmcError, BootDevice, Endpoint, Power, PowerOp, Protocol, Secret};
+
+const PASSWORD: &str = "hil-s3cret";
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("hil-tests/ipmi")
+        .join(name)
+}
+
+fn require_peers() {
+    for tool in ["ipmi_sim", "ipmitool", "qemu-system-x86_64", "python3"] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "HIL peer {tool} is not installed: run hil-tests/ipmi/setup.sh (as root) first"
+        );
+    }
+}
+
+/// `n` consecutive UDP ports on 127.0.0.1 that are free right now.
+fn free_ports(n: u16) -> u16 {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    for _ in 0..200 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let base = 20000 + ((x >> 33) % 30000) as u16;
+        let held: Vec<_> = (0..n)
+            .map_while(|i| UdpSocket::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return base;
+        }
+    }
+    panic!("no {n} free consecutive UDP ports found");
+}
+
+/// A running bench; stopped (every ipmi_sim and QEMU, by PID) on drop.
+struct Bench {
+    dir: tempfile::TempDir,
+    base: u16,
+    n: u16,
+}
+
+impl Bench {
+    fn start(n: u16) -> Bench {
+        require_peers();
+        let mut last = String::new();
+        // A port can be taken between the check and ipmi_sim's bind: retry.
+        for _ in 0..3 {
+            let bench = Bench {
+                dir: tempfile::Builder::new()
+                    .prefix("hil-ipmi-")
+                    .tempdir()
+                    .expect("temp dir"),
+                base: free_ports(n),
+                n,
+            };
+            match bench.run_start() {
+                Ok(()) => return bench,
+                Err(e) => last = e,
+            }
+        }
+        panic!("hil-tests/ipmi/start.sh failed: {last}");
+    }
+
+    fn run_start(&self) -> Result<(), String> {
+        let out = Command::new("bash")
+            .arg(script("start.sh"))
+            .arg(self.dir.path())
+            .arg(self.n.to_string())
+            .arg(self.base.to_string())
+            .env("BMC_PASSWORD", PASSWORD)
+            .output()
+            .map_err(|e| format!("cannot run start.sh: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn stop(&self) {
+        let _ = Command::new("bash")
+            .arg(script("stop.sh"))
+            .arg(self.dir.path())
+            .status();
+    }
+
+    fn port(&self, i: u16) -> u16 {
+        self.base + i
+    }
+
+    fn bmc_dir(&self, i: u16) -> PathBuf {
+        self.dir.path().join(format!("bmc{i}"))
+    }
+
+    fn endpoint(&self, i: u16, password: &str, options: &[(&str, &str)]) -> Endpoint {
+        Endpoint {
+            protocol: Protocol::Ipmi,
+            address: "127.0.0.1".into(),
+            port: self.port(i),
+            username: "admin".into(),
+            password: Secret::new(password),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    fn driver(&self, i: u16) -> IpmiBmc {
+        IpmiBmc::new(&format!("n{i}"), &self.endpoint(i, PASSWORD, &[])).expect("driver")
+    }
+
+    /// The PID of the BMC's QEMU if that process is alive.
+    fn qemu_pid(&self, i: u16) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.bmc_dir(i).join("qemu.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // A zombie is not a running VM.
+        let zombie = stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'));
+        (String::from_utf8_lossy(&cmdline).contains("qemu") && !zombie).then_some(pid)
+    }
+
+    /// QMP `query-status` of the VM, e.g. "running".
+    fn qmp_status(&self, i: u16) -> Option<String> {
+        let out = Command::new("python3")
+            .arg(script("qmp.py"))
+            .arg(self.bmc_dir(i).join("qmp.sock"))
+            .arg("query-status")
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["return"]["status"].as_str().map(str::to_string)
+    }
+
+    fn serial_log(&self, i: u16) -> String {
+        std::fs::read_to_string(self.bmc_dir(i).join("serial.log")).unwrap_or_default()
+    }
+
+    /// ipmitool as an independent observer.
+    fn ipmitool(&self, i: u16, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ipmitool")
+            .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
+            .arg(self.port(i).to_string())
+            .args(["-U", "admin", "-P", PASSWORD, "-N", "1", "-R", "2"])
+            .args(args)
+            .output()
+            .expect("run ipmitool");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn kill_ipmi_sim(&self, i: u16) {
+        let pid = std::fs::read_to_string(self.bmc_dir(i).join("ipmi_sim.pid")).unwrap();
+        let ok = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill ipmi_sim {pid}");
+        wait_until("ipmi_sim to exit", Duration::from_secs(5), || {
+            !Path::new(&format!("/proc/{}", pid.trim())).exists()
+        });
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn wait_power(bmc: &IpmiBmc, want: Power) {
+    let start = Instant::now();
+    loop {
+        if bmc.power_state().await.expect("power state") == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "power never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Power on through the driver and wait for a running VM.
+async fn power_on(bench: &Bench, bmc: &IpmiBmc) -> u32 {
+    bmc.power(PowerOp::On).await.expect("power on");
+    wait_until("QEMU to run", Duration::from_secs(15), || {
+        bench.qemu_pid(0).is_some() && bench.qmp_status(0).as_deref() == Some("running")
+    });
+    bench.qemu_pid(0).unwrap()
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_on_and_off_drive_the_vm() {
+    let bench = Bench::start(1);
+    let bmc = bench.driver(0);
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    assert!(bench.qemu_pid(0).is_none());
+
+    power_on(&bench, &bmc).await;
+    assert_eq!(bmc.power_state().await.unwrap(), Power::On);
+    let (_, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
+    assert!(out.contains("Chassis Power is on"), "{out}");
+
+    bmc.power(PowerOp::ForceOff).await.expect("power off");
+    wait_until("QEMU to exit", Duration::from_secs(10), || {
+        bench.qemu_pid(0).is_none()
+    });
+    wait_power(&bmc, Power::Off).await;
+    // Off then at once on must not be lost (the bench waits for QEMU to exit).
+    power_on(&bench, &bmc).await;
+    bmc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_reset_resets_the_running_vm() {
+    let bench = Bench::start(1);
+    let bmc = bench.driver(0);
+    let pid = power_on(&bench, &bmc).await;
+    wait_until("SeaBIOS banner", Duration::from_secs(15), || {
+        count(&bench.serial_log(0), "SeaBIOS (version") == 1
+    });
+    bmc.power(PowerOp::HardReset).await.expect("hard reset");
+    wait_until("a second boot", Duration::from_secs(15), || {
+        count(&bench.serial_log(0), "SeaBIOS (version") == 2
+    });
+    assert_eq!(
+        bench.qemu_pid(0),
+        Some(pid),
+        "reset keeps the same VM process"
+    );
+    assert_eq!(bmc.power_state().await.unwrap(), Power::On);
+    bmc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cycle_restarts_the_vm() {
+    let bench = Bench::start(1);
+    let bmc = bench.driver(0);
+    let pid = power_on(&bench, &bmc).await;
+    bmc.power(PowerOp::PowerCycle).await.expect("power cycle");
+    wait_until("a new QEMU process", Duration::from_secs(20), || {
+        bench.qemu_pid(0).is_some_and(|p| p != pid)
+    });
+    wait_power(&bmc, Power::On).await;
+    bmc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_off_without_an_os_changes_nothing() {
+    let bench = Bench::start(1);
+    let bmc = bench.driver(0);
+    let pid = power_on(&bench, &bmc).await;
+    bmc.power(PowerOp::GracefulOff)
+        .await
+        .expect("soft-off accepted");
+    // The ACPI power button reached QEMU...
+    wait_until("the ACPI request at QEMU", Duration::from_secs(5), || {
+        std::fs::read_to_string(bench.bmc_dir(0).join("calls.log"))
+            .unwrap_or_default()
+            .contains("set shutdown")
+    });
+    // ...and with no OS nobody acts on it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(bench.qemu_pid(0), Some(pid));
+    assert_eq!(bench.qmp_status(0).as_deref(), Some("running"));
+    assert_eq!(bmc.power_state().await.unwrap(), Power::On);
+    bmc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pxe_once_is_reported_by_ipmitool_and_the_vm_tries_a_network_boot() {
+    let bench = Bench::start(1);
+    let bmc = bench.driver(0);
+    bmc.set_boot_once(BootDevice::Pxe)
+        .await
+        .expect("boot once pxe");
+
+    let flags = bmc.boot_flags().await.expect("read boot flags");
+    assert_eq!(flags.device, BootSelector::Pxe);
+    assert!(!flags.persistent);
+    let (ok, out) = bench.ipmitool(0, &["chassis", "bootparam", "get", "5"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("Force PXE"), "{out}");
+    assert!(out.contains("Options apply to only next boot"), "{out}");
+
+    power_on(&bench, &bmc).await;
+    wait_until(
+        "iPXE on the serial console",
+        Duration::from_secs(60),
+        || bench.serial_log(0).contains("iPXE"),
+    );
+    bmc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_an_auth_error_without_the_password() {
+    let bench = Bench::start(1);
+    let wrong = "not-the-Pa55word";
+    let bmc = IpmiBmc::new("n0", &bench.endpoint(0, wrong, &[])).unwrap();
+    let err = bmc.power_state().await.unwrap_err();
+    assert!(matches!(err, BmcError::Auth(_)), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(wrong) && !text.contains(PASSWORD), "{text}");
+    // The BMC still serves the right password.
+    let (ok, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_unreachable_at_once() {
+    require_peers();
+    let port = free_ports(1);
+    let mut ep = Endpoint {
+        protocol: Protocol::Ipmi,
+        address: "127.0.0.1".into(),
+        port,
+        username: "admin".into(),
+        password: Secret::new(PASSWORD),
+        options: BTreeMap::new(),
+    };
+    ep.options.insert("timeout".into(), "300ms".into());
+    ep.options.insert("retries".into(), "1".into());
+    let bmc = IpmiBmc::new("n0", &ep).unwrap();
+    let start = Instant::now();
+    let err = bmc.power_state().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        start.elapsed() <= Duration::from_millis(600),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_port_times_out_within_the_configured_budget() {
+    // Something holds the port and never answers (a BMC that hangs).
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+    let mut options = BTreeMap::new();
+    options.insert("timeout".to_string(), "200ms".to_string());
+    options.insert("retries".to_string(), "2".to_string());
+    let ep = Endpoint {
+        protocol: Protocol::Ipmi,
+        address: "127.0.0.1".into(),
+        port,
+        username: "admin".into(),
+        password: Secret::new(PASSWORD),
+        options,
+    };
+    let bmc = IpmiBmc::new("n0", &ep).unwrap();
+    let start = Instant::now();
+    let err = bmc.power_state().await.unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(err, BmcError::Timeout(_)), "{err:?}");
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(900),
+        "{took:?}"
+    );
+    // Three attempts, retransmitted.
+    sink.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    let mut got = 0;
+    while sink.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 3, "one open-session request plus two retransmissions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bmc_killed_mid_session_gives_a_clear_error() {
+    let bench = Bench::start(1);
+    let mut options = BTreeMap::new();
+    options.insert("timeout".to_string(), "300ms".to_string());
+    let ep = Endpoint {
+        options,
+        ..bench.endpoint(0, PASSWORD, &[])
+    };
+    let bmc = IpmiBmc::new("n0", &ep).unwrap();
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    bench.kill_ipmi_sim(0);
+    let start = Instant::now();
+    let err = bmc.power_state().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    let text = err.to_string();
+    assert!(text.contains(&bench.port(0).to_string()), "{text}");
+    // A hard reset is never blindly retried: it fails with the reason.
+    let err = bmc.power(PowerOp::HardReset).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_bmc_forgot_is_re_established() {
+    let bench = Bench::start(1);
+    let bmc = bench.driver(0);
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    // Restart the BMC: our session ID means nothing to the new one.
+    bench.kill_ipmi_sim(0);
+    bench.run_start().expect("restart ipmi_sim");
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    power_on(&bench, &bmc).await;
+    bmc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_sessions_free_the_bmc_for_a_burst_of_70_ipmitool_calls() {
+    let bench = Bench::start(1);
+    // 40 sessions open at once (ipmi_sim admits ~62), then closed.
+    let drivers: Vec<IpmiBmc> = (0..40).map(|_| bench.driver(0)).collect();
+    for d in &drivers {
+        assert_eq!(d.power_state().await.unwrap(), Power::Off);
+    }
+    for d in &drivers {
+        d.close().await;
+    }
+    // Twice over, to show nothing leaked.
+    for d in &drivers {
+        assert_eq!(d.power_state().await.unwrap(), Power::Off);
+        d.close().await;
+    }
+    for i in 0..70 {
+        let (ok, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
+        assert!(
+            ok && out.contains("Chassis Power is off"),
+            "call {i}: {out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cipher_suites_1_2_and_3_work() {
+    let bench = Bench::start(1);
+    for suite in ["1", "2", "3"] {
+        let ep = bench.endpoint(0, PASSWORD, &[("cipher_suite", suite)]);
+        let bmc = IpmiBmc::new("n0", &ep).unwrap();
+        assert_eq!(
+            bmc.power_state().await.unwrap(),
+            Power::Off,
+            "cipher suite {suite}"
+        );
+        bmc.close().await;
+    }
+}
