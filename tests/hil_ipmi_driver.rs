@@ -507,3 +507,27 @@ async fn cipher_suites_1_2_and_3_work() {
         bmc.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_kept_alive() {
+    let bench = Bench::start(1);
+    let ep = bench.endpoint(0, PASSWORD, &[("keepalive", "500ms")]);
+    let bmc = IpmiBmc::new("n0", &ep).unwrap();
+    // ipmi_sim asks chassis_control for the power on every Get Chassis Status.
+    let polls = || {
+        std::fs::read_to_string(bench.bmc_dir(0).join("calls.log"))
+            .unwrap_or_default()
+            .matches("get power")
+            .count()
+    };
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    let before = polls();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let kept = polls() - before;
+    assert!((2..=6).contains(&kept), "{kept} keep-alive polls in 2.6 s");
+    // Closed: the keep-alive stops.
+    bmc.close().await;
+    let after_close = polls();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(polls(), after_close);
+}

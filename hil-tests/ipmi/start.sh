@@ -6,7 +6,9 @@
 #
 #   start.sh DIR N BASEPORT
 #
-# Environment: BMC_USER (admin), BMC_PASSWORD (password).
+# Environment: BMC_USER (admin), BMC_PASSWORD (password), BMC_POWER (qemu;
+# "none" starts BMCs without a power program: status always off, power
+# commands refused — for measuring the protocol alone).
 set -euo pipefail
 
 if [ $# -ne 3 ]; then
@@ -36,6 +38,8 @@ for i in $(seq 0 $((n - 1))); do
         echo "start.sh: bmc$i already running" >&2
         continue
     fi
+    control="  chassis_control \"$here/chassis_control $bmc\""
+    [ "${BMC_POWER:-qemu}" = none ] && control="# no chassis_control (BMC_POWER=none)"
     # A GUID is required for RMCP+; make it unique per BMC.
     guid=$(printf 'a1b2c3d4e5f60718293a4b5c%08x' "$port")
     cat >"$bmc/lan.conf" <<CONF
@@ -50,7 +54,7 @@ set_working_mc 0x20
     allowed_auths_admin none md2 md5 straight
     guid $guid
   endlan
-  chassis_control "$here/chassis_control $bmc"
+$control
   user 2 true "$user" "$password" admin 10 none md2 md5 straight
 CONF
     cat >"$bmc/bmc.emu" <<EMU
