@@ -531,3 +531,124 @@ async fn an_idle_session_is_kept_alive() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(polls(), after_close);
 }
+
+/// A UDP relay between the driver and a BMC that drops the BMC's answers to
+/// Chassis Control and counts the Chassis Control requests it forwarded. It
+/// reads IPMI messages in the clear, so the session must use cipher suite 1
+/// (authentication only). Returns the relay's port and the request counter.
+fn lossy_relay(bmc_port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Offsets in an RMCP+ packet without integrity or encryption.
+    const PAYLOAD_TYPE: usize = 5;
+    const NETFN: usize = 16 + 1;
+    const CMD: usize = 16 + 5;
+    let is_chassis_control = |p: &[u8], netfn: u8| {
+        p.len() > CMD && p[PAYLOAD_TYPE] & 0x3f == 0 && p[NETFN] >> 2 == netfn && p[CMD] == 0x02
+    };
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+    back.connect(("127.0.0.1", bmc_port)).unwrap();
+    front
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    back.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let port = front.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        let mut client = None;
+        let mut buf = [0u8; 2048];
+        loop {
+            if let Ok((n, from)) = front.recv_from(&mut buf) {
+                client = Some(from);
+                if is_chassis_control(&buf[..n], 0x00) {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = back.send(&buf[..n]);
+            }
+            if let (Ok(n), Some(c)) = (back.recv(&mut buf), client) {
+                if !is_chassis_control(&buf[..n], 0x01) {
+                    let _ = front.send_to(&buf[..n], c);
+                }
+            }
+        }
+    });
+    (port, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_reset_whose_answer_is_lost_is_not_sent_again() {
+    let bench = Bench::start(1);
+    let bmc = bench.driver(0);
+    power_on(&bench, &bmc).await;
+    wait_until("SeaBIOS banner", Duration::from_secs(15), || {
+        count(&bench.serial_log(0), "SeaBIOS (version") == 1
+    });
+    bmc.close().await;
+
+    let (relay, forwarded) = lossy_relay(bench.port(0));
+    let ep = Endpoint {
+        port: relay,
+        ..bench.endpoint(
+            0,
+            PASSWORD,
+            &[
+                ("cipher_suite", "1"),
+                ("timeout", "300ms"),
+                ("retries", "2"),
+            ],
+        )
+    };
+    let lossy = IpmiBmc::new("n0", &ep).unwrap();
+    let start = Instant::now();
+    let err = lossy.power(PowerOp::HardReset).await.unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(text.contains("not re-sent"), "{text}");
+    assert!(text.contains("power now reads on"), "{text}");
+    // One attempt, waited on for the whole budget (3 x 300 ms), then a status read.
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(forwarded.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The BMC executed it exactly once: one reset, one more boot.
+    let resets = std::fs::read_to_string(bench.bmc_dir(0).join("calls.log"))
+        .unwrap()
+        .matches("set reset")
+        .count();
+    assert_eq!(resets, 1);
+    wait_until("the second boot", Duration::from_secs(15), || {
+        count(&bench.serial_log(0), "SeaBIOS (version") == 2
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(&bench.serial_log(0), "SeaBIOS (version"), 2);
+
+    // Power on (idempotent) through the same relay is retransmitted: 3 tries.
+    let before = forwarded.load(std::sync::atomic::Ordering::SeqCst);
+    let err = lossy.power(PowerOp::On).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let tries = forwarded.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(tries >= 3, "power on sent {tries} times");
+    lossy.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_drivers_close_their_sessions_too() {
+    let bench = Bench::start(1);
+    // 2 x 40 sessions > the ~62 ipmi_sim admits: leaking them would lock out.
+    for round in 0..2 {
+        let drivers: Vec<IpmiBmc> = (0..40).map(|_| bench.driver(0)).collect();
+        for d in &drivers {
+            let state = d.power_state().await;
+            assert_eq!(state, Ok(Power::Off), "round {round}");
+        }
+        drop(drivers);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (ok, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
+    assert!(ok, "{out}");
+}

@@ -53,6 +53,29 @@ struct Inner {
     closed: AtomicBool,
 }
 
+impl Drop for Inner {
+    /// A driver dropped without [`Bmc::close`] still frees its BMC session slot
+    /// when a tokio runtime is there to send Close Session (best effort).
+    fn drop(&mut self) {
+        let Some(session) = self.session.get_mut().take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let once = Retry {
+            attempts: 1,
+            per_attempt: self.opts.timeout,
+        };
+        let bmc = self.bmc.clone();
+        rt.spawn(async move {
+            if let Err(e) = session.close(once).await {
+                tracing::debug!(bmc = %bmc, error = %e, "closing a dropped driver's session");
+            }
+        });
+    }
+}
+
 impl std::fmt::Debug for IpmiBmc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IpmiBmc")
@@ -173,7 +196,7 @@ impl Inner {
                     command = C::NAME,
                     "no answer in the current session; re-establishing it"
                 );
-                *slot = None;
+                self.discard(slot);
                 let s = self.ensure(slot).await?;
                 s.run(cmd, self.retry())
                     .await
@@ -183,10 +206,26 @@ impl Inner {
         }
     }
 
+    /// Forgets the session; a Close Session is sent in the background in case
+    /// the BMC still holds it (only an answer was lost), so no slot leaks.
+    fn discard(&self, slot: &mut Option<Session>) {
+        let Some(old) = slot.take() else { return };
+        let once = Retry {
+            attempts: 1,
+            per_attempt: self.opts.timeout,
+        };
+        let bmc = self.bmc.clone();
+        tokio::spawn(async move {
+            if let Err(e) = old.close(once).await {
+                tracing::debug!(bmc = %bmc, error = %e, "closing a discarded session");
+            }
+        });
+    }
+
     /// Maps an error and forgets the session when it can no longer be trusted.
     fn fail(&self, slot: &mut Option<Session>, what: &'static str, e: LanError) -> BmcError {
         if !matches!(e, LanError::Completion { .. }) {
-            *slot = None;
+            self.discard(slot);
         }
         self.map_err(what, e)
     }
@@ -215,7 +254,7 @@ impl Inner {
         match s.run(&cmd, once).await {
             Ok(()) => Ok(()),
             Err(LanError::Timeout { .. }) => {
-                *slot = None;
+                self.discard(&mut slot);
                 let now = match self.run_locked(&mut slot, &GetChassisStatus).await {
                     Ok(st) => format!(
                         "chassis power now reads {}",
@@ -317,7 +356,7 @@ impl Inner {
                         error = %e,
                         "keep-alive failed; the session will be re-established on next use"
                     );
-                    *slot = None;
+                    inner.discard(&mut slot);
                 }
             }
         });
