@@ -66,10 +66,17 @@ struct Bench {
     dir: tempfile::TempDir,
     base: u16,
     n: u16,
+    power: String,
 }
 
 impl Bench {
     fn start(n: u16) -> Bench {
+        Bench::start_with(n, "qemu")
+    }
+
+    /// `power`: "qemu" (a VM behind chassis_control) or "none" (no power
+    /// program: ipmi_sim refuses power commands).
+    fn start_with(n: u16, power: &str) -> Bench {
         require_peers();
         let mut last = String::new();
         // A port can be taken between the check and ipmi_sim's bind: retry.
@@ -81,6 +88,7 @@ impl Bench {
                     .expect("temp dir"),
                 base: free_ports(n),
                 n,
+                power: power.to_string(),
             };
             match bench.run_start() {
                 Ok(()) => return bench,
@@ -97,6 +105,7 @@ impl Bench {
             .arg(self.n.to_string())
             .arg(self.base.to_string())
             .env("BMC_PASSWORD", PASSWORD)
+            .env("BMC_POWER", &self.power)
             .output()
             .map_err(|e| format!("cannot run start.sh: {e}"))?;
         if out.status.success() {
@@ -651,4 +660,23 @@ async fn dropped_drivers_close_their_sessions_too() {
     }
     let (ok, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
     assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_command_names_the_completion_code() {
+    // No power program: ipmi_sim answers power on with 0xCC.
+    let bench = Bench::start_with(1, "none");
+    let bmc = bench.driver(0);
+    let err = bmc.power(PowerOp::On).await.unwrap_err();
+    assert_eq!(
+        err,
+        BmcError::Refused(format!(
+            "127.0.0.1:{}: Chassis Control: invalid data field in request \
+             (completion code 0xcc)",
+            bench.port(0)
+        ))
+    );
+    // A refusal is an answer: the session stays and still works.
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    bmc.close().await;
 }

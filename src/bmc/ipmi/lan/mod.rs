@@ -297,8 +297,18 @@ impl Session {
             last_used: Instant::now(),
         };
         // Sessions start at User privilege: chassis control needs admin.
-        s.run(&SetSessionPrivilege(Privilege::Administrator), retry)
-            .await?;
+        if let Err(e) = s
+            .run(&SetSessionPrivilege(Privilege::Administrator), retry)
+            .await
+        {
+            // Do not leave an unusable session holding a BMC slot.
+            let once = Retry {
+                attempts: 1,
+                per_attempt: retry.per_attempt,
+            };
+            let _ = s.close(once).await;
+            return Err(e);
+        }
         Ok(s)
     }
 
