@@ -7,230 +7,18 @@
 //! The peers must be installed (`hil-tests/ipmi/setup.sh`); when they are not,
 //! these tests fail and say so. They never skip.
 
+#[path = "ipmi_bench/mod.rs"]
+mod ipmi_bench;
+
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
+
+use ipmi_bench::*;
 
 use rack_agent::bmc::ipmi::commands::BootSelector;
 use rack_agent::bmc::ipmi::IpmiBmc;
 use rack_agent::bmc::{Bmc, BmcError, BootDevice, Endpoint, Power, PowerOp, Protocol, Secret};
-
-const PASSWORD: &str = "hil-s3cret";
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("hil-tests/ipmi")
-        .join(name)
-}
-
-fn require_peers() {
-    for tool in ["ipmi_sim", "ipmitool", "qemu-system-x86_64", "python3"] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "HIL peer {tool} is not installed: run hil-tests/ipmi/setup.sh (as root) first"
-        );
-    }
-}
-
-/// `n` consecutive UDP ports on 127.0.0.1 that are free right now.
-fn free_ports(n: u16) -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    for _ in 0..200 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = 20000 + ((x >> 33) % 30000) as u16;
-        let held: Vec<_> = (0..n)
-            .map_while(|i| UdpSocket::bind(("127.0.0.1", base + i)).ok())
-            .collect();
-        if held.len() == n as usize {
-            return base;
-        }
-    }
-    panic!("no {n} free consecutive UDP ports found");
-}
-
-/// A running bench; stopped (every ipmi_sim and QEMU, by PID) on drop.
-struct Bench {
-    dir: tempfile::TempDir,
-    base: u16,
-    n: u16,
-    power: String,
-}
-
-impl Bench {
-    fn start(n: u16) -> Bench {
-        Bench::start_with(n, "qemu")
-    }
-
-    /// `power`: "qemu" (a VM behind chassis_control) or "none" (no power
-    /// program: ipmi_sim refuses power commands).
-    fn start_with(n: u16, power: &str) -> Bench {
-        require_peers();
-        let mut last = String::new();
-        // A port can be taken between the check and ipmi_sim's bind: retry.
-        for _ in 0..3 {
-            let bench = Bench {
-                dir: tempfile::Builder::new()
-                    .prefix("hil-ipmi-")
-                    .tempdir()
-                    .expect("temp dir"),
-                base: free_ports(n),
-                n,
-                power: power.to_string(),
-            };
-            match bench.run_start() {
-                Ok(()) => return bench,
-                Err(e) => last = e,
-            }
-        }
-        panic!("hil-tests/ipmi/start.sh failed: {last}");
-    }
-
-    fn run_start(&self) -> Result<(), String> {
-        let out = Command::new("bash")
-            .arg(script("start.sh"))
-            .arg(self.dir.path())
-            .arg(self.n.to_string())
-            .arg(self.base.to_string())
-            .env("BMC_PASSWORD", PASSWORD)
-            .env("BMC_POWER", &self.power)
-            .output()
-            .map_err(|e| format!("cannot run start.sh: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-
-    fn stop(&self) {
-        let _ = Command::new("bash")
-            .arg(script("stop.sh"))
-            .arg(self.dir.path())
-            .status();
-    }
-
-    fn port(&self, i: u16) -> u16 {
-        self.base + i
-    }
-
-    fn bmc_dir(&self, i: u16) -> PathBuf {
-        self.dir.path().join(format!("bmc{i}"))
-    }
-
-    fn endpoint(&self, i: u16, password: &str, options: &[(&str, &str)]) -> Endpoint {
-        Endpoint {
-            protocol: Protocol::Ipmi,
-            address: "127.0.0.1".into(),
-            port: self.port(i),
-            username: "admin".into(),
-            password: Secret::new(password),
-            options: options
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        }
-    }
-
-    fn driver(&self, i: u16) -> IpmiBmc {
-        IpmiBmc::new(&format!("n{i}"), &self.endpoint(i, PASSWORD, &[])).expect("driver")
-    }
-
-    /// The PID of the BMC's QEMU if that process is alive.
-    fn qemu_pid(&self, i: u16) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.bmc_dir(i).join("qemu.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // A zombie is not a running VM.
-        let zombie = stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'));
-        (String::from_utf8_lossy(&cmdline).contains("qemu") && !zombie).then_some(pid)
-    }
-
-    /// QMP `query-status` of the VM, e.g. "running".
-    fn qmp_status(&self, i: u16) -> Option<String> {
-        let out = Command::new("python3")
-            .arg(script("qmp.py"))
-            .arg(self.bmc_dir(i).join("qmp.sock"))
-            .arg("query-status")
-            .output()
-            .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        v["return"]["status"].as_str().map(str::to_string)
-    }
-
-    fn serial_log(&self, i: u16) -> String {
-        std::fs::read_to_string(self.bmc_dir(i).join("serial.log")).unwrap_or_default()
-    }
-
-    /// ipmitool as an independent observer.
-    fn ipmitool(&self, i: u16, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ipmitool")
-            .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
-            .arg(self.port(i).to_string())
-            .args(["-U", "admin", "-P", PASSWORD, "-N", "1", "-R", "2"])
-            .args(args)
-            .output()
-            .expect("run ipmitool");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    }
-
-    fn kill_ipmi_sim(&self, i: u16) {
-        let pid = std::fs::read_to_string(self.bmc_dir(i).join("ipmi_sim.pid")).unwrap();
-        let ok = Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill ipmi_sim {pid}");
-        wait_until("ipmi_sim to exit", Duration::from_secs(5), || {
-            !Path::new(&format!("/proc/{}", pid.trim())).exists()
-        });
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 async fn wait_power(bmc: &IpmiBmc, want: Power) {
     let start = Instant::now();
@@ -253,10 +41,6 @@ async fn power_on(bench: &Bench, bmc: &IpmiBmc) -> u32 {
         bench.qemu_pid(0).is_some() && bench.qmp_status(0).as_deref() == Some("running")
     });
     bench.qemu_pid(0).unwrap()
-}
-
-fn count(haystack: &str, needle: &str) -> usize {
-    haystack.matches(needle).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
