@@ -208,7 +208,7 @@ async fn a_silent_port_times_out_within_the_configured_budget() {
     let took = start.elapsed();
     assert!(matches!(err, BmcError::Timeout(_)), "{err:?}");
     assert!(
-        took >= Duration::from_millis(600) && took < Duration::from_millis(900),
+        took >= Duration::from_millis(600) && took < Duration::from_millis(1500),
         "{took:?}"
     );
     // Three attempts, retransmitted.

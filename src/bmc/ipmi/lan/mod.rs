@@ -429,6 +429,52 @@ fn accept_reply(
 mod tests {
     use super::*;
 
+    /// Random and mutated bytes through every decoder: errors, never panics.
+    #[test]
+    fn decoders_never_panic_on_garbage() {
+        use super::super::commands::{GetBootFlags, GetChassisStatus, SetSessionPrivilege};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x1a2b);
+        let sec = Security {
+            integrity: Some([5; 20]),
+            confidentiality: Some([6; 16]),
+        };
+        let valid = packet::encode(
+            payload::IPMI,
+            9,
+            1,
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            &sec,
+            [7; 16],
+        );
+        for _ in 0..20_000 {
+            let mut b: Vec<u8> = if rng.random_bool(0.5) {
+                let n = rng.random_range(0..80);
+                (0..n).map(|_| rng.random()).collect()
+            } else {
+                let mut v = valid.clone();
+                let i = rng.random_range(0..v.len());
+                v[i] = rng.random();
+                v.truncate(rng.random_range(0..=v.len()));
+                v
+            };
+            if rng.random_bool(0.3) && b.len() > 16 {
+                // Plausible header, random rest.
+                b[..6].copy_from_slice(&[0x06, 0x00, 0xFF, 0x07, 0x06, rng.random()]);
+            }
+            let _ = packet::decode(&b, &sec);
+            let _ = packet::decode(&b, &Security::default());
+            let _ = message::decode_response(&b);
+            let _ = rakp::decode_open_session_response(&b);
+            let _ = rakp::decode_rakp2(&b);
+            let _ = rakp::decode_rakp4(&b);
+            let _ = GetChassisStatus.decode(&b);
+            let _ = GetBootFlags.decode(&b);
+            let _ = SetSessionPrivilege(Privilege::Administrator).decode(&b);
+            let _ = packet::decrypt(&[1; 16], &b);
+        }
+    }
+
     #[test]
     fn sequence_window_accepts_each_number_once() {
         let mut w = SeqWindow::default();
