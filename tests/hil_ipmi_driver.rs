@@ -464,3 +464,14 @@ async fn a_refused_command_names_the_completion_code() {
     assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
     bmc.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_bmc_is_reached_over_ipv6() {
+    let bench = Bench::start_at(1, "qemu", "::1");
+    let bmc = bench.driver(0);
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    power_on(&bench, &bmc).await;
+    let (ok, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
+    assert!(ok && out.contains("Chassis Power is on"), "{out}");
+    bmc.close().await;
+}

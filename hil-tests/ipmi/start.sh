@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Starts N ipmi_sim BMCs on 127.0.0.1 UDP ports BASEPORT..BASEPORT+N-1, each
+# Starts N ipmi_sim BMCs on loopback (127.0.0.1 or ::1) UDP ports BASEPORT..BASEPORT+N-1, each
 # with an RMCP+ admin user and a QEMU VM as its power (through our
 # chassis_control program). Everything lives under DIR/bmcI; PIDs are written
 # there so that stop.sh can end exactly what was started.
 #
 #   start.sh DIR N BASEPORT
 #
-# Environment: BMC_USER (admin), BMC_PASSWORD (password), BMC_POWER (qemu;
+# Environment: BMC_USER (admin), BMC_PASSWORD (password), BMC_ADDR (127.0.0.1;
+# "::1" for IPv6), BMC_POWER (qemu;
 # "none" starts BMCs without a power program: status always off, power
 # commands refused — for measuring the protocol alone).
 set -euo pipefail
@@ -18,6 +19,7 @@ fi
 dir=$1; n=$2; base=$3
 user=${BMC_USER:-admin}
 password=${BMC_PASSWORD:-password}
+addr=${BMC_ADDR:-127.0.0.1}
 here=$(cd "$(dirname "$0")" && pwd)
 
 for tool in ipmi_sim qemu-system-x86_64 python3; do
@@ -46,7 +48,7 @@ for i in $(seq 0 $((n - 1))); do
 name "bmc$i"
 set_working_mc 0x20
   startlan 1
-    addr 127.0.0.1 $port
+    addr $addr $port
     priv_limit admin
     allowed_auths_callback none md2 md5 straight
     allowed_auths_user none md2 md5 straight
@@ -79,9 +81,9 @@ for i in $(seq 0 $((n - 1))); do
         sleep 0.05
     done
     if [ -z "$ok" ]; then
-        echo "start.sh: bmc$i did not bind 127.0.0.1:$port; its log:" >&2
+        echo "start.sh: bmc$i did not bind $addr port $port; its log:" >&2
         cat "$dir/bmc$i/ipmi_sim.log" >&2 || true
         exit 1
     fi
 done
-echo "start.sh: $n BMC(s) on 127.0.0.1:$base..$((base + n - 1)) under $dir"
+echo "start.sh: $n BMC(s) on $addr ports $base..$((base + n - 1)) under $dir"

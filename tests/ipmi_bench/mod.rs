@@ -38,7 +38,15 @@ pub fn require_peers() {
 
 /// `n` consecutive UDP ports on 127.0.0.1 that are free right now.
 pub fn free_ports(n: u16) -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    // Tests run as threads of one process (cargo test) or as processes
+    // (nextest): mix the PID, the clock and a per-process counter.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let seed = (std::process::id() as u64) << 32 ^ nanos ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut x = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -48,7 +56,12 @@ pub fn free_ports(n: u16) -> u16 {
             .wrapping_add(1442695040888963407);
         let base = 20000 + ((x >> 33) % 30000) as u16;
         let held: Vec<_> = (0..n)
-            .map_while(|i| UdpSocket::bind(("127.0.0.1", base + i)).ok())
+            .map_while(|i| {
+                // Free on both loopbacks, so an IPv6 bench can use it too.
+                let v4 = UdpSocket::bind(("127.0.0.1", base + i)).ok()?;
+                let v6 = UdpSocket::bind(("::1", base + i)).ok();
+                Some((v4, v6))
+            })
             .collect();
         if held.len() == n as usize {
             return base;
@@ -63,6 +76,7 @@ pub struct Bench {
     pub base: u16,
     pub n: u16,
     pub power: String,
+    pub addr: String,
 }
 
 impl Bench {
@@ -73,6 +87,11 @@ impl Bench {
     /// `power`: "qemu" (a VM behind chassis_control) or "none" (no power
     /// program: ipmi_sim refuses power commands).
     pub fn start_with(n: u16, power: &str) -> Bench {
+        Bench::start_at(n, power, "127.0.0.1")
+    }
+
+    /// BMCs listening on `addr` ("127.0.0.1" or "::1").
+    pub fn start_at(n: u16, power: &str, addr: &str) -> Bench {
         require_peers();
         let mut last = String::new();
         // A port can be taken between the check and ipmi_sim's bind: retry.
@@ -85,6 +104,7 @@ impl Bench {
                 base: free_ports(n),
                 n,
                 power: power.to_string(),
+                addr: addr.to_string(),
             };
             match bench.run_start() {
                 Ok(()) => return bench,
@@ -102,6 +122,7 @@ impl Bench {
             .arg(self.base.to_string())
             .env("BMC_PASSWORD", PASSWORD)
             .env("BMC_POWER", &self.power)
+            .env("BMC_ADDR", &self.addr)
             .output()
             .map_err(|e| format!("cannot run start.sh: {e}"))?;
         if out.status.success() {
@@ -133,7 +154,7 @@ impl Bench {
     pub fn endpoint(&self, i: u16, password: &str, options: &[(&str, &str)]) -> Endpoint {
         Endpoint {
             protocol: Protocol::Ipmi,
-            address: "127.0.0.1".into(),
+            address: self.addr.clone(),
             port: self.port(i),
             username: "admin".into(),
             password: Secret::new(password),
@@ -181,7 +202,7 @@ impl Bench {
     /// ipmitool as an independent observer.
     pub fn ipmitool(&self, i: u16, args: &[&str]) -> (bool, String) {
         let out = Command::new("ipmitool")
-            .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
+            .args(["-I", "lanplus", "-C", "3", "-H", &self.addr, "-p"])
             .arg(self.port(i).to_string())
             .args(["-U", "admin", "-P", PASSWORD, "-N", "1", "-R", "2"])
             .args(args)
