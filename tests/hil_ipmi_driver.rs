@@ -475,3 +475,35 @@ async fn an_ipv6_bmc_is_reached_over_ipv6() {
     assert!(ok && out.contains("Chassis Power is on"), "{out}");
     bmc.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pxe_once_then_a_cycle_of_a_running_vm_boots_from_the_network_once() {
+    let bench = Bench::start(1);
+    let bmc = bench.driver(0);
+    let pid = power_on(&bench, &bmc).await;
+    bmc.set_boot_once(BootDevice::Pxe)
+        .await
+        .expect("boot once pxe");
+    bmc.power(PowerOp::PowerCycle).await.expect("power cycle");
+    wait_until("a new QEMU process", Duration::from_secs(20), || {
+        bench.qemu_pid(0).is_some_and(|p| p != pid)
+    });
+    wait_until(
+        "iPXE on the serial console",
+        Duration::from_secs(60),
+        || bench.serial_log(0).contains("iPXE"),
+    );
+    // The next boot after that is a normal one again.
+    let pid = bench.qemu_pid(0).unwrap();
+    bmc.power(PowerOp::PowerCycle).await.expect("second cycle");
+    wait_until("another QEMU process", Duration::from_secs(20), || {
+        bench.qemu_pid(0).is_some_and(|p| p != pid)
+    });
+    let boots = std::fs::read_to_string(bench.bmc_dir(0).join("boots.log")).unwrap();
+    assert_eq!(
+        boots.lines().collect::<Vec<_>>(),
+        ["default", "pxe", "default"],
+        "boot devices of the three boots"
+    );
+    bmc.close().await;
+}
