@@ -197,14 +197,24 @@ async fn the_daemon_powers_real_vms_through_ipmi() {
         .into_inner();
     let (ok, out) = bench.ipmitool(1, &["chassis", "power", "off"]);
     assert!(ok, "{out}");
+    // The clock starts when the VM is really off (the BMC may answer first).
+    wait_until("n2's QEMU to exit", Duration::from_secs(10), || {
+        bench.qemu_pid(1).is_none()
+    });
     let off_at = Instant::now();
     let limit = Duration::from_millis(2 * 1100 + 800);
     loop {
-        let ev = tokio::time::timeout(limit.saturating_sub(off_at.elapsed()), watch.next())
-            .await
-            .expect("no power change reported within two poll intervals")
-            .expect("watch ended")
-            .expect("watch error");
+        let next = tokio::time::timeout(limit.saturating_sub(off_at.elapsed()), watch.next()).await;
+        let Ok(next) = next else {
+            let log = d.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "no power change reported within {limit:?} (two poll intervals) of the VM \
+                 going off; daemon log, newest first:\n{}",
+                tail.join("\n")
+            );
+        };
+        let ev = next.expect("watch ended").expect("watch error");
         if ev.kind == pb::EventKind::PowerChanged as i32
             && ev.power_state == pb::PowerState::Off as i32
         {
