@@ -7,6 +7,7 @@
 //! words an operator understands, what went wrong.
 
 pub mod fake;
+pub mod ipmi;
 pub mod redfish;
 
 use std::collections::BTreeMap;
@@ -285,9 +286,7 @@ pub struct RealBmcFactory;
 impl BmcFactory for RealBmcFactory {
     fn connect(&self, server_id: &str, endpoint: &Endpoint) -> Result<SharedBmc, BmcError> {
         match endpoint.protocol {
-            Protocol::Ipmi => Err(BmcError::Unsupported(
-                "IPMI in this build (the IPMI driver has not landed yet)".into(),
-            )),
+            Protocol::Ipmi => Ok(Arc::new(ipmi::IpmiBmc::new(server_id, endpoint)?)),
             Protocol::Redfish => Ok(Arc::new(redfish::RedfishBmc::connect(server_id, endpoint)?)),
         }
     }
