@@ -135,11 +135,7 @@ async fn client_certificates_name_the_caller_and_the_policy_decides() {
     let other = pki.issue("bob", Some("p2"), Some("member"), false);
     let mut c = client(&d, &ca, Some(&other)).await.unwrap();
     let err = c
-        .reboot(Request::new(pb::RebootRequest {
-            server_id: "n-01".into(),
-            r#type: pb::RebootType::Hard as i32,
-            request_id: String::new(),
-        }))
+        .reboot(Request::new(hard_reboot("n-01")))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -153,11 +149,7 @@ async fn client_certificates_name_the_caller_and_the_policy_decides() {
     let owner = pki.issue("alice", Some("p1"), Some("member"), false);
     let mut c = client(&d, &ca, Some(&owner)).await.unwrap();
     let a = c
-        .reboot(Request::new(pb::RebootRequest {
-            server_id: "n-01".into(),
-            r#type: pb::RebootType::Hard as i32,
-            request_id: String::new(),
-        }))
+        .reboot(Request::new(hard_reboot("n-01")))
         .await
         .unwrap()
         .into_inner();

@@ -252,11 +252,7 @@ async fn metrics_parse_as_prometheus_text_and_count_actions() {
     let maddr = d.logged_addr("metrics at /metrics", Duration::from_secs(5));
     let mut c = d.client().await;
     let a = c
-        .reboot(admin(pb::RebootRequest {
-            server_id: "n-01".into(),
-            r#type: pb::RebootType::Hard as i32,
-            request_id: String::new(),
-        }))
+        .reboot(admin(hard_reboot("n-01")))
         .await
         .unwrap()
         .into_inner();

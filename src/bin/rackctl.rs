@@ -716,41 +716,24 @@ fn short(name: &str, prefix: &str) -> String {
         .to_ascii_lowercase()
 }
 
-fn power_name(v: i32) -> &'static str {
-    pb::PowerState::try_from(v)
-        .map(|e| e.as_str_name())
-        .unwrap_or("?")
+/// The wire name of an enum value (`POWER_STATE_ON`), `?` when unknown.
+macro_rules! wire_name {
+    ($($f:ident: $t:ty),+ $(,)?) => {
+        $(fn $f(v: i32) -> &'static str {
+            <$t>::try_from(v).map(|e| e.as_str_name()).unwrap_or("?")
+        })+
+    };
 }
-fn vm_name(v: i32) -> &'static str {
-    pb::VmState::try_from(v)
-        .map(|e| e.as_str_name())
-        .unwrap_or("?")
-}
-fn kind_name(v: i32) -> &'static str {
-    pb::ActionKind::try_from(v)
-        .map(|e| e.as_str_name())
-        .unwrap_or("?")
-}
-fn state_name(v: i32) -> &'static str {
-    pb::ActionState::try_from(v)
-        .map(|e| e.as_str_name())
-        .unwrap_or("?")
-}
-fn phase_name(v: i32) -> &'static str {
-    pb::StepPhase::try_from(v)
-        .map(|e| e.as_str_name())
-        .unwrap_or("?")
-}
-fn event_name(v: i32) -> &'static str {
-    pb::EventKind::try_from(v)
-        .map(|e| e.as_str_name())
-        .unwrap_or("?")
-}
-fn proto_name(v: i32) -> &'static str {
-    pb::BmcProtocol::try_from(v)
-        .map(|e| e.as_str_name())
-        .unwrap_or("?")
-}
+
+wire_name!(
+    power_name: pb::PowerState,
+    vm_name: pb::VmState,
+    kind_name: pb::ActionKind,
+    state_name: pb::ActionState,
+    phase_name: pb::StepPhase,
+    event_name: pb::EventKind,
+    proto_name: pb::BmcProtocol,
+);
 
 fn time(t: &Option<prost_types::Timestamp>) -> String {
     match t {

@@ -223,6 +223,15 @@ pub fn as_caller<T>(msg: T, id: &str, roles: &str, project: &str) -> Request<T> 
     r
 }
 
+/// A HARD reboot of `server` with no request id.
+pub fn hard_reboot(server: &str) -> pb::RebootRequest {
+    pb::RebootRequest {
+        server_id: server.into(),
+        r#type: pb::RebootType::Hard as i32,
+        request_id: String::new(),
+    }
+}
+
 /// Writes a password file the daemon accepts (mode 0600).
 pub fn write_secret(dir: &Path, name: &str, secret: &str) {
     use std::os::unix::fs::PermissionsExt;
