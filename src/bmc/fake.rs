@@ -214,21 +214,10 @@ fn apply(power: Power, op: PowerOp, ignore_acpi: bool) -> Power {
 impl Bmc for FakeBmc {
     async fn capabilities(&self) -> Result<Capabilities, BmcError> {
         self.enter(FakeCall::Capabilities).await?;
+        // An IPMI-like BMC that also offers virtual media.
         Ok(Capabilities {
-            power_ops: vec![
-                PowerOp::On,
-                PowerOp::GracefulOff,
-                PowerOp::ForceOff,
-                PowerOp::HardReset,
-                PowerOp::PowerCycle,
-            ],
-            boot_devices: vec![
-                BootDevice::Pxe,
-                BootDevice::Disk,
-                BootDevice::Cd,
-                BootDevice::Bios,
-            ],
             virtual_media: true,
+            ..Capabilities::ipmi_chassis()
         })
     }
 

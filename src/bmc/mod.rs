@@ -129,6 +129,27 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// What IPMI chassis control offers (no graceful restart, no virtual
+    /// media): the IPMI driver's answer, and the fake's starting point.
+    pub fn ipmi_chassis() -> Capabilities {
+        Capabilities {
+            power_ops: vec![
+                PowerOp::On,
+                PowerOp::GracefulOff,
+                PowerOp::ForceOff,
+                PowerOp::HardReset,
+                PowerOp::PowerCycle,
+            ],
+            boot_devices: vec![
+                BootDevice::Pxe,
+                BootDevice::Disk,
+                BootDevice::Cd,
+                BootDevice::Bios,
+            ],
+            virtual_media: false,
+        }
+    }
+
     pub fn supports(&self, op: PowerOp) -> bool {
         self.power_ops.contains(&op)
     }

@@ -376,22 +376,7 @@ fn boot_selector(device: BootDevice) -> BootSelector {
 impl Bmc for IpmiBmc {
     async fn capabilities(&self) -> Result<Capabilities, BmcError> {
         // Known from the protocol: chassis control and boot flags.
-        Ok(Capabilities {
-            power_ops: vec![
-                PowerOp::On,
-                PowerOp::GracefulOff,
-                PowerOp::ForceOff,
-                PowerOp::HardReset,
-                PowerOp::PowerCycle,
-            ],
-            boot_devices: vec![
-                BootDevice::Pxe,
-                BootDevice::Disk,
-                BootDevice::Cd,
-                BootDevice::Bios,
-            ],
-            virtual_media: false,
-        })
+        Ok(Capabilities::ipmi_chassis())
     }
 
     async fn power_state(&self) -> Result<Power, BmcError> {
