@@ -185,6 +185,7 @@ impl Bmc for RedfishBmc {
             power_ops: mapping::power_ops(reset.allowed.as_deref()),
             boot_devices: mapping::boot_devices(d.boot_allowed.as_deref()),
             virtual_media: d.virtual_media.is_some(),
+            restart_evidence: false,
         })
     }
 
