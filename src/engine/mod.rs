@@ -5,7 +5,10 @@
 //! store on every change; changes are published as numbered events.
 
 mod error;
+pub mod killpoint;
+mod programs;
 mod recovery;
+mod replay;
 pub mod rules;
 mod runner;
 
@@ -178,6 +181,8 @@ pub struct Engine {
     idle: Notify,
     /// When the sync loop last began or ended a pass (ms), for the watchdog.
     sync_tick: AtomicI64,
+    /// Crash-test hooks (empty in production builds).
+    kill_points: killpoint::KillPoints,
 }
 
 /// Server ids: what an operator types and filters logs on.
@@ -243,6 +248,11 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             sync_tick: AtomicI64::new(now_ms()),
+            kill_points: if cfg!(test) {
+                killpoint::KillPoints::default()
+            } else {
+                killpoint::KillPoints::from_env()
+            },
         });
         let mut known = HashMap::new();
         for rec in engine.store.all_servers()? {
@@ -627,7 +637,7 @@ impl Engine {
         self.store.put_server(&slot.rec)?;
         let rec = slot.rec.clone();
         if kind.uses_bmc() {
-            self.spawn_runner(&mut inner, &action, req, runner::Mode::Fresh);
+            self.spawn_runner(&mut inner, &action, req, false);
         }
         self.publish(&rec, event_kind, cause)?;
         drop(inner);
@@ -649,12 +659,13 @@ impl Engine {
         if let Some(mut prev) = self.store.get_action(old)? {
             if !prev.state.is_terminal() {
                 // A step that was sent but never answered stays visible as such.
-                if let Some(open) = recovery::open_step(&prev) {
+                if let Some(open) = replay::in_flight(&prev.events) {
                     self.add_step(
                         old,
                         &open,
-                        StepPhase::Failed,
-                        &format!("interrupted: superseded by action {by}"),
+                        StepPhase::Interrupted,
+                        &format!("superseded by action {by} while in flight"),
+                        None,
                     )?;
                 }
                 prev.state = ActionState::Superseded;
@@ -669,12 +680,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs an action in a task of its own. `resumed`: an earlier run of the
+    /// agent accepted it (its step log, in `action.events`, says how far it got).
     fn spawn_runner(
         self: &Arc<Self>,
         inner: &mut Inner,
         action: &Action,
         req: ActionRequest,
-        mode: runner::Mode,
+        resumed: bool,
     ) {
         let slot = inner.servers.get_mut(&action.server_id).expect("present");
         let op_lock = inner
@@ -683,25 +696,35 @@ impl Engine {
             .cloned()
             .expect("every server has a BMC lock");
         let slot = inner.servers.get_mut(&action.server_id).expect("present");
-        let run = runner::Run {
-            engine: self.clone(),
-            action_id: action.id.clone(),
-            server_id: action.server_id.clone(),
-            bmc_key: slot.rec.bmc.key(),
-            bmc: slot.bmc.clone(),
+        let run = runner::Run::new(
+            self.clone(),
+            action.id.clone(),
+            action.kind,
+            action.server_id.clone(),
+            slot.rec.bmc.key(),
+            slot.bmc.clone(),
             op_lock,
-        };
+            &action.events,
+            resumed,
+        );
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = InFlight(self.clone());
         let handle = tokio::spawn(async move {
             let _guard = guard;
-            run.execute(req, mode).await;
+            run.execute(req).await;
         });
         slot.running = Some((action.id.clone(), handle.abort_handle()));
     }
 
     /// Records a step event on an action and tells its watchers.
-    fn add_step(&self, action_id: &str, step: &str, phase: StepPhase, detail: &str) -> Result<()> {
+    fn add_step(
+        &self,
+        action_id: &str,
+        step: &str,
+        phase: StepPhase,
+        detail: &str,
+        data: Option<String>,
+    ) -> Result<()> {
         self.store.add_step(
             action_id,
             &StepEvent {
@@ -709,6 +732,7 @@ impl Engine {
                 step: step.to_string(),
                 phase,
                 detail: detail.to_string(),
+                data,
             },
         )?;
         let _ = self.action_updates.send(action_id.to_string());
@@ -1074,6 +1098,30 @@ impl Engine {
             return Err(format!("the sync loop has not run for {age} ms"));
         }
         Ok(())
+    }
+
+    /// Arms a kill point (crash tests only).
+    #[cfg(any(test, feature = "kill-points"))]
+    pub fn arm_kill_point(&self, point: killpoint::KillPoint, mode: killpoint::KillMode) {
+        self.kill_points.arm(point, mode);
+    }
+
+    /// Resolves once a frozen kill point was reached (engine tests).
+    #[cfg(test)]
+    pub(crate) async fn kill_point_fired(&self) {
+        self.kill_points.fired().await
+    }
+
+    /// Drops every running action where it is, writing nothing: what a crash
+    /// leaves behind (engine tests).
+    #[cfg(test)]
+    pub(crate) fn crash(&self) {
+        let mut inner = self.lock();
+        for slot in inner.servers.values_mut() {
+            if let Some((_, handle)) = slot.running.take() {
+                handle.abort();
+            }
+        }
     }
 
     /// Resolves once a shutdown began (streams end on it).
