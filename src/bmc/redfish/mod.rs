@@ -65,14 +65,27 @@ impl RedfishBmc {
     }
 
     /// Discovery, once; a failed discovery is retried at the next call.
+    ///
+    /// A failed discovery deletes the session it may have created: the
+    /// server may never be enrolled (nobody would `close` this driver), and a
+    /// server that stays enrolled logs in again at the next attempt rather
+    /// than holding one of the BMC's few session slots in between.
     pub async fn discovered(&self) -> Result<Arc<Discovered>, BmcError> {
         let mut slot = self.discovered.lock().await;
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
-        let d = Arc::new(discovery::discover(&self.client, &self.opts).await?);
-        *slot = Some(d.clone());
-        Ok(d)
+        match discovery::discover(&self.client, &self.opts).await {
+            Ok(d) => {
+                let d = Arc::new(d);
+                *slot = Some(d.clone());
+                Ok(d)
+            }
+            Err(e) => {
+                self.client.close().await;
+                Err(e)
+            }
+        }
     }
 
     /// Follows a 202 answer's task monitor until the task ends or
