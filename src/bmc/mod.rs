@@ -245,6 +245,11 @@ pub enum BmcError {
     Refused(String),
     #[error("the BMC does not support {0}")]
     Unsupported(String),
+    /// The BMC works, but this server's settings for it cannot: several
+    /// systems and no `system_id`, a `system_id` that names nothing usable.
+    /// An operator's question, not the BMC's limit.
+    #[error("the BMC configuration needs attention: {0}")]
+    Config(String),
     #[error("the BMC answered something we cannot understand: {0}")]
     Protocol(String),
 }
@@ -264,6 +269,7 @@ impl BmcError {
             BmcError::Auth(_) => "auth",
             BmcError::Refused(_) => "refused",
             BmcError::Unsupported(_) => "unsupported",
+            BmcError::Config(_) => "config",
             BmcError::Protocol(_) => "protocol",
         }
     }
