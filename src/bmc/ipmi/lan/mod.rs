@@ -432,7 +432,9 @@ mod tests {
     /// Random and mutated bytes through every decoder: errors, never panics.
     #[test]
     fn decoders_never_panic_on_garbage() {
-        use super::super::commands::{GetBootFlags, GetChassisStatus, SetSessionPrivilege};
+        use super::super::commands::{
+            GetBootFlags, GetChassisStatus, GetSystemRestartCause, SetSessionPrivilege,
+        };
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x1a2b);
         let sec = Security {
@@ -470,6 +472,7 @@ mod tests {
             let _ = rakp::decode_rakp4(&b);
             let _ = GetChassisStatus.decode(&b);
             let _ = GetBootFlags.decode(&b);
+            let _ = GetSystemRestartCause.decode(&b);
             let _ = SetSessionPrivilege(Privilege::Administrator).decode(&b);
             let _ = packet::decrypt(&[1; 16], &b);
         }
