@@ -200,7 +200,8 @@ fn with_options(port: u16, options: &[(&str, &str)]) -> Endpoint {
 #[tokio::test]
 async fn an_enrolment_refused_after_login_deletes_its_session() {
     type Setup = fn(&mut SessionBmc);
-    let cases: [(&str, Setup, &[(&str, &str)]); 5] = [
+    type Case<'a> = (&'a str, Setup, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 5] = [
         (
             "several systems with a Reset action and no system_id",
             |b| {
