@@ -170,13 +170,15 @@ pub struct RestartMarker {
     /// Redfish `LastResetTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reset_time: Option<String>,
-    /// Redfish `BootProgress.LastState` ("OSRunning", "None", ...).
+    /// Redfish `BootProgress.LastState` ("OSRunning", "None", ...); a state
+    /// "OEM" reads "OEM (<OemLastState>)" when the BMC names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_progress: Option<String>,
     /// Redfish `BootProgress.LastStateTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_progress_time: Option<String>,
-    /// IPMI Get System Restart Cause, in words ("chassis control command").
+    /// IPMI Get System Restart Cause, in words ("chassis control command",
+    /// "watchdog expiration", ...; the IPMI v2.0 table 28-11 names).
     /// It names the cause of the last restart but does not change between two
     /// restarts of the same cause, so it describes rather than proves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
