@@ -170,13 +170,15 @@ pub struct RestartMarker {
     /// Redfish `LastResetTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reset_time: Option<String>,
-    /// Redfish `BootProgress.LastState` ("OSRunning", "None", ...).
+    /// Redfish `BootProgress.LastState` ("OSRunning", "None", ...); a state
+    /// "OEM" reads "OEM (<OemLastState>)" when the BMC names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_progress: Option<String>,
     /// Redfish `BootProgress.LastStateTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_progress_time: Option<String>,
-    /// IPMI Get System Restart Cause, in words ("chassis control command").
+    /// IPMI Get System Restart Cause, in words ("chassis control command",
+    /// "watchdog expiration", ...; the IPMI v2.0 table 28-11 names).
     /// It names the cause of the last restart but does not change between two
     /// restarts of the same cause, so it describes rather than proves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +247,11 @@ pub enum BmcError {
     Refused(String),
     #[error("the BMC does not support {0}")]
     Unsupported(String),
+    /// The BMC works, but this server's settings for it cannot: several
+    /// systems and no `system_id`, a `system_id` that names nothing usable.
+    /// An operator's question, not the BMC's limit.
+    #[error("the BMC configuration needs attention: {0}")]
+    Config(String),
     #[error("the BMC answered something we cannot understand: {0}")]
     Protocol(String),
 }
@@ -264,6 +271,7 @@ impl BmcError {
             BmcError::Auth(_) => "auth",
             BmcError::Refused(_) => "refused",
             BmcError::Unsupported(_) => "unsupported",
+            BmcError::Config(_) => "config",
             BmcError::Protocol(_) => "protocol",
         }
     }
