@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn};
 
-use crate::bmc::{Bmc, BmcError, BmcFactory, Endpoint, Power, Secret, SharedBmc};
+use crate::bmc::{Bmc, BmcError, BmcFactory, Endpoint, Power, PowerOp, Secret, SharedBmc};
 use crate::config::{ServerEntry, SyncSettings, Timeouts};
 use crate::metrics::{ActionLabels, KindLabels, Metrics};
 use crate::model::*;
@@ -160,6 +160,12 @@ struct Slot {
     /// Abort handle of the running action's task.
     running: Option<(String, tokio::task::AbortHandle)>,
     failures: u32,
+    /// Whether the BMC's capabilities were read once since the agent started.
+    checked: bool,
+    /// What the capability check found wrong (no Reset action, a system to
+    /// choose): shown as the server's BMC error until the agent restarts,
+    /// even while power reads succeed.
+    setup_problem: Option<String>,
 }
 
 struct Inner {
@@ -408,7 +414,30 @@ impl Engine {
             bmc: rec.bmc.key(),
             source,
         })?;
-        if !req.skip_verify {
+        // Whatever refuses the enrolment from here on closes what the driver
+        // opened at the BMC (a session) before answering.
+        let stored = match self.verify_and_store(&mut rec, &bmc, req.skip_verify).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                bmc.close().await;
+                Err(e)
+            }
+        };
+        stored?;
+        info!(server_id = %rec.id, bmc = %rec.bmc.key(), protocol = rec.bmc.protocol.as_str(), "server enrolled");
+        Ok(rec)
+    }
+
+    /// Reads the new server's BMC (unless `skip_verify`), records the server
+    /// and puts it in the map, under one lock so two enrolments of one id
+    /// cannot both pass.
+    async fn verify_and_store(
+        &self,
+        rec: &mut ServerRecord,
+        bmc: &SharedBmc,
+        skip_verify: bool,
+    ) -> Result<()> {
+        if !skip_verify {
             let t = self.settings.timeouts.bmc_command;
             let bmc_err = |source| EngineError::Bmc {
                 server: rec.id.clone(),
@@ -425,17 +454,16 @@ impl Engine {
         if inner.servers.contains_key(&rec.id) {
             return Err(EngineError::AlreadyExists {
                 what: "server",
-                id: rec.id,
+                id: rec.id.clone(),
             });
         }
         if let Credential::Inline(secret) = &rec.bmc.credential {
             rec.bmc.credential = self.store_secret(&rec.id, secret)?;
         }
-        self.store.put_server(&rec)?;
-        insert_slot(&mut inner, rec.clone(), bmc);
-        self.publish(&rec, EventKind::ServerEnrolled, "api")?;
-        info!(server_id = %rec.id, bmc = %rec.bmc.key(), protocol = rec.bmc.protocol.as_str(), "server enrolled");
-        Ok(rec)
+        self.store.put_server(rec)?;
+        insert_slot(&mut inner, rec.clone(), bmc.clone());
+        self.publish(rec, EventKind::ServerEnrolled, "api")?;
+        Ok(())
     }
 
     pub fn get_server(&self, caller: &Caller, id: &str) -> Result<ServerRecord> {
@@ -925,17 +953,21 @@ impl Engine {
         server_id: &str,
         cause: &str,
     ) -> Option<std::result::Result<Power, BmcError>> {
-        let (bmc, op_lock, protocol) = {
+        let (bmc, op_lock, protocol, checked) = {
             let inner = self.lock();
             let slot = inner.servers.get(server_id)?;
             (
                 slot.bmc.clone(),
                 inner.bmc_locks.get(&slot.rec.bmc.key())?.clone(),
                 slot.rec.bmc.protocol.as_str(),
+                slot.checked,
             )
         };
         let result = {
             let _op = op_lock.lock().await;
+            if !checked {
+                self.check_setup(server_id, &bmc).await;
+            }
             let started = tokio::time::Instant::now();
             let r = with_timeout(self.settings.timeouts.bmc_command, bmc.power_state()).await;
             self.settings
@@ -951,6 +983,32 @@ impl Engine {
             warn!(server_id, error = %e, "cannot record power state");
         }
         Some(result)
+    }
+
+    /// Reads a server's capabilities once, at its first poll, so that a BMC
+    /// that cannot power-control it (no Reset action, several systems and no
+    /// `system_id`) is reported when the agent starts, not at the first action.
+    async fn check_setup(&self, server_id: &str, bmc: &SharedBmc) {
+        let found = with_timeout(self.settings.timeouts.bmc_command, bmc.capabilities()).await;
+        let problem = match &found {
+            Ok(caps) if !caps.supports(PowerOp::On) && !caps.supports(PowerOp::HardReset) => Some(
+                "the BMC offers no power command for this server (neither On nor a reset)"
+                    .to_string(),
+            ),
+            Ok(_) => None,
+            Err(e @ (BmcError::Unsupported(_) | BmcError::Config(_))) => Some(e.to_string()),
+            // Unreachable or refusing now: try again at the next poll.
+            Err(_) => return,
+        };
+        let mut inner = self.lock();
+        let Some(slot) = inner.servers.get_mut(server_id) else {
+            return;
+        };
+        slot.checked = true;
+        if let Some(p) = &problem {
+            warn!(server_id, bmc = %slot.rec.bmc.key(), problem = %p, "this server cannot be power-controlled as configured");
+        }
+        slot.setup_problem = problem;
     }
 
     /// Records a power reading (or a failure to read) and publishes a change.
@@ -969,7 +1027,7 @@ impl Engine {
             Ok(p) => {
                 let never_observed = slot.rec.power_observed_at.is_none();
                 slot.failures = 0;
-                slot.rec.bmc_error = None;
+                slot.rec.bmc_error = slot.setup_problem.clone();
                 slot.rec.power = p.into();
                 slot.rec.power_observed_at = Some(now_ms());
                 let idle = slot.rec.task.is_none();
@@ -1187,6 +1245,8 @@ fn insert_slot(inner: &mut Inner, rec: ServerRecord, bmc: SharedBmc) {
             bmc,
             running: None,
             failures: 0,
+            checked: false,
+            setup_problem: None,
         },
     );
 }
