@@ -11,6 +11,8 @@ use serde_json::Value;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
+type Client = rack_agent::proto::rack_agent_client::RackAgentClient<tonic::transport::Channel>;
+
 const FAKE: &str = "[fake_bmc]\nenabled = true\nlatency = \"20ms\"\n\n[sync]\ninterval = \"300ms\"\njitter = \"50ms\"\n\n[timeouts]\nconfirm_poll = \"50ms\"\nsoft_reboot = \"2s\"\ngraceful_stop = \"2s\"\n\n";
 
 fn json(out: &std::process::Output) -> Value {
@@ -380,4 +382,68 @@ async fn tonic_client_gets_exact_answers() {
     assert_eq!(err.code(), Code::NotFound);
 
     assert!(!d.log().contains(secret), "secret in the daemon log");
+}
+
+fn lock(server: &str) -> pb::LockRequest {
+    pb::LockRequest {
+        server_id: server.into(),
+        request_id: String::new(),
+    }
+}
+
+fn unlock(server: &str) -> pb::UnlockRequest {
+    pb::UnlockRequest {
+        server_id: server.into(),
+        request_id: String::new(),
+    }
+}
+
+/// Defect 4: the owner could re-lock an admin's lock, which cleared
+/// `locked_by_admin`, and then unlock it.
+#[tokio::test]
+async fn only_an_admin_changes_an_admins_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!("{FAKE}{}", inventory("node", 1, "tenant-a")),
+    );
+    let mut c = d.client().await;
+    fn owner<T>(m: T) -> tonic::Request<T> {
+        as_caller(m, "u-a", "member", "tenant-a")
+    }
+    let locked_by_admin = |s: &pb::Server| (s.locked, s.locked_by_admin);
+    async fn server(c: &mut Client) -> pb::Server {
+        c.get_server(admin(pb::GetServerRequest {
+            id: "node-01".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
+    c.lock(admin(lock("node-01"))).await.unwrap();
+    assert_eq!(locked_by_admin(&server(&mut c).await), (true, true));
+
+    // The owner's Lock would replace the admin's lock with their own: refused.
+    let err = c.lock(owner(lock("node-01"))).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("the lock was set by an admin"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(locked_by_admin(&server(&mut c).await), (true, true));
+    // And so is their Unlock, before and after the refused Lock.
+    let err = c.unlock(owner(unlock("node-01"))).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(locked_by_admin(&server(&mut c).await), (true, true));
+
+    // An admin lifts it; then the owner's own lock is theirs to lift.
+    c.unlock(admin(unlock("node-01"))).await.unwrap();
+    c.lock(owner(lock("node-01"))).await.unwrap();
+    assert_eq!(locked_by_admin(&server(&mut c).await), (true, false));
+    c.lock(owner(lock("node-01"))).await.unwrap();
+    c.unlock(owner(unlock("node-01"))).await.unwrap();
+    assert_eq!(locked_by_admin(&server(&mut c).await), (false, false));
 }

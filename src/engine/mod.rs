@@ -554,13 +554,23 @@ impl Engine {
                 )));
             }
         }
-        if kind == ActionKind::Unlock && slot.rec.locked_by_admin && !caller.is_admin() {
-            return Err(crate::policy::Denied {
-                caller: caller.id.clone(),
-                op: "unlock",
-                rule: "admin (the lock was set by an admin)",
+        // An admin's lock is the admin's: a non-admin may neither lift it nor
+        // replace it with a lock of their own (which would clear
+        // `locked_by_admin` and so let them unlock it next).
+        let lock_op = match kind {
+            ActionKind::Lock => Some("lock"),
+            ActionKind::Unlock => Some("unlock"),
+            _ => None,
+        };
+        if let Some(op) = lock_op {
+            if slot.rec.locked_by_admin && !caller.is_admin() {
+                return Err(crate::policy::Denied {
+                    caller: caller.id.clone(),
+                    op,
+                    rule: "admin (the lock was set by an admin)",
+                }
+                .into());
             }
-            .into());
         }
         if kind.uses_bmc() && self.shutting_down.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);

@@ -582,3 +582,36 @@ async fn a_reset_in_flight_at_a_crash_is_not_resent_after_restart() {
 fn open_step_name(a: &Action) -> Option<String> {
     super::recovery::open_step(a)
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_owners_lock_does_not_replace_an_admins_lock() {
+    let rig = rig();
+    rig.enroll("s1", Power::On).await;
+    let owner = member("p1");
+    rig.engine
+        .submit(&admin(), "s1", ActionRequest::Lock, None)
+        .unwrap();
+    let err = rig
+        .engine
+        .submit(&owner, "s1", ActionRequest::Lock, None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::PermissionDenied(d) if d.op == "lock" && d.rule.contains("admin")),
+        "{err:?}"
+    );
+    let s = rig.server("s1");
+    assert!(s.locked && s.locked_by_admin, "{s:?}");
+    let err = rig
+        .engine
+        .submit(&owner, "s1", ActionRequest::Unlock, None)
+        .unwrap_err();
+    assert!(matches!(err, EngineError::PermissionDenied(_)), "{err:?}");
+    // An admin may re-lock or unlock it.
+    rig.engine
+        .submit(&admin(), "s1", ActionRequest::Lock, None)
+        .unwrap();
+    rig.engine
+        .submit(&admin(), "s1", ActionRequest::Unlock, None)
+        .unwrap();
+    assert!(!rig.server("s1").locked);
+}
