@@ -137,6 +137,16 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|r| r == "admin")
     }
+    /// The namespace of the caller's `request_id`s: its project, so one
+    /// tenant's ids never meet another's. A caller without a project (an
+    /// operator's admin tool, the agent itself) has a namespace of its own,
+    /// named by its id.
+    pub fn request_scope(&self) -> String {
+        match self.project_id.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => format!("project:{p}"),
+            None => format!("caller:{}", self.id),
+        }
+    }
     /// The agent itself (recovery after a restart, static inventory).
     pub fn agent() -> Self {
         Caller {

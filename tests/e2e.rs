@@ -447,3 +447,75 @@ async fn only_an_admin_changes_an_admins_lock() {
     c.unlock(owner(unlock("node-01"))).await.unwrap();
     assert_eq!(locked_by_admin(&server(&mut c).await), (false, false));
 }
+
+/// Defect 5: a request_id another project had used was refused with that
+/// project's action id, kind and server in the message.
+#[tokio::test]
+async fn request_ids_are_scoped_to_the_callers_project() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!(
+            "{FAKE}{}{}",
+            inventory("a", 1, "tenant-a"),
+            inventory("b", 1, "tenant-b")
+        ),
+    );
+    let mut c = d.client().await;
+    let as_a = |m| as_caller(m, "alice", "member", "tenant-a");
+    let as_b = |m| as_caller(m, "bob", "member", "tenant-b");
+    let lock_with = |server: &str, rid: &str| pb::LockRequest {
+        server_id: server.into(),
+        request_id: rid.into(),
+    };
+
+    let a1 = c
+        .lock(as_a(lock_with("a-01", "rid-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    // Project B's own request with the same id: a new action of its own, and
+    // nothing about project A's.
+    let b1 = c
+        .lock(as_b(lock_with("b-01", "rid-1")))
+        .await
+        .unwrap_or_else(|e| panic!("project B's request was refused: {e:?}"))
+        .into_inner();
+    assert_ne!(b1.id, a1.id);
+    assert_eq!(b1.server_id, "b-01");
+    // Retries within each project return that project's action.
+    let again = c
+        .lock(as_b(lock_with("b-01", "rid-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, b1.id);
+    let again = c
+        .lock(as_a(lock_with("a-01", "rid-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, a1.id);
+    // The same id for another request of the same project: refused, naming
+    // only that project's action.
+    let err = c
+        .unlock(as_caller(
+            pb::UnlockRequest {
+                server_id: "b-01".into(),
+                request_id: "rid-1".into(),
+            },
+            "bob",
+            "member",
+            "tenant-b",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains(&b1.id), "{}", err.message());
+    assert!(
+        !err.message().contains(&a1.id) && !err.message().contains("a-01"),
+        "another project's action leaked: {}",
+        err.message()
+    );
+}

@@ -543,13 +543,16 @@ impl Engine {
             .policy
             .check(caller, req.op(), Some(&slot.rec.project_id))?;
         if let Some(rid) = &request_id {
-            if let Some(existing) = self.store.action_by_request_id(rid)? {
+            // Scoped to the caller's project: another project's use of the
+            // same id is neither found nor named.
+            let scope = caller.request_scope();
+            if let Some(existing) = self.store.action_by_request_id(&scope, rid)? {
                 if existing.server_id == server_id && existing.kind == kind {
                     info!(server_id, action_id = %existing.id, request_id = %rid, "retried request; returning the existing action");
                     return Ok(existing);
                 }
                 return Err(EngineError::InvalidArgument(format!(
-                    "request_id {rid:?} was already used for action {} ({} on server {})",
+                    "request_id {rid:?} was already used for action {} ({} on server {}); request ids are unique per project",
                     existing.id, existing.kind, existing.server_id
                 )));
             }

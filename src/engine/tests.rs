@@ -615,3 +615,61 @@ async fn an_owners_lock_does_not_replace_an_admins_lock() {
         .unwrap();
     assert!(!rig.server("s1").locked);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_id_belongs_to_the_callers_project() {
+    let rig = rig();
+    rig.enroll("s1", Power::On).await;
+    // s2 belongs to p2 (enroll() puts servers in p1).
+    let fake = rig.fakes.fake_for("s2");
+    fake.set_power(Power::On);
+    rig.engine
+        .enroll(
+            &admin(),
+            EnrollRequest {
+                id: "s2".into(),
+                project_id: "p2".into(),
+                bmc: bmc_record(7),
+                skip_verify: false,
+            },
+        )
+        .await
+        .unwrap();
+    let rid = || Some("shared".to_string());
+    let a = rig
+        .engine
+        .submit(&member("p1"), "s1", ActionRequest::Lock, rid())
+        .unwrap();
+    let b = rig
+        .engine
+        .submit(&member("p2"), "s2", ActionRequest::Lock, rid())
+        .unwrap();
+    assert_ne!(a.id, b.id);
+    let err = rig
+        .engine
+        .submit(&member("p2"), "s2", ActionRequest::Unlock, rid())
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, EngineError::InvalidArgument(_)), "{err:?}");
+    assert!(msg.contains(&b.id) && !msg.contains(&a.id), "{msg}");
+    // Callers without a project (an operator's admin tool): their own scope.
+    let ops = |id: &str| Caller {
+        id: id.into(),
+        project_id: None,
+        roles: vec!["admin".into()],
+    };
+    let o1 = rig
+        .engine
+        .submit(&ops("ops-1"), "s1", ActionRequest::Unlock, rid())
+        .unwrap();
+    let o2 = rig
+        .engine
+        .submit(&ops("ops-2"), "s1", ActionRequest::Lock, rid())
+        .unwrap();
+    assert_ne!(o1.id, o2.id);
+    let again = rig
+        .engine
+        .submit(&ops("ops-1"), "s1", ActionRequest::Unlock, rid())
+        .unwrap();
+    assert_eq!(again.id, o1.id);
+}
