@@ -519,3 +519,148 @@ async fn request_ids_are_scoped_to_the_callers_project() {
         err.message()
     );
 }
+
+/// Lock/Unlock `server` `n` times as an admin: one event each, no BMC traffic.
+async fn flip_locks(mut c: Client, server: String, n: usize) {
+    for i in 0..n {
+        if i % 2 == 0 {
+            c.lock(admin(lock(&server))).await.unwrap();
+        } else {
+            c.unlock(admin(unlock(&server))).await.unwrap();
+        }
+    }
+}
+
+/// The `x-rackagent-resume-after-seq` trailer of a status, if any.
+fn resume_after(st: &tonic::Status) -> Option<u64> {
+    st.metadata()
+        .get("x-rackagent-resume-after-seq")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Defect 6: with `events.retain = 60`, a watcher that stopped reading while
+/// thousands of events were written jumped from one seq to a far later one,
+/// with no error: the catch-up from the store did not check for the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_falls_behind_ends_out_of_range_and_never_skips() {
+    const EVENTS: usize = 8_000;
+    // Thousands of synced writes: on tmpfs where there is one, since the
+    // disk's fsync latency is not what this test is about.
+    let dir = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!(
+            "{FAKE}[events]\nretain = 60\n\n{}",
+            inventory("node", 2, "tenant-a")
+        ),
+    );
+    let c = d.client().await;
+    let watch_all = || {
+        admin(pb::WatchPowerStateRequest {
+            server_ids: vec![],
+            after_seq: 0,
+        })
+    };
+    // A watcher that keeps up, reading in a task of its own.
+    let mut fast = c
+        .clone()
+        .watch_power_state(watch_all())
+        .await
+        .unwrap()
+        .into_inner();
+    let fast = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(3), fast.next()).await {
+                Ok(Some(Ok(ev))) => seqs.push(ev.seq),
+                Ok(Some(Err(e))) => panic!("the watcher that keeps up got {e:?}"),
+                Ok(None) => panic!("the watcher that keeps up ended"),
+                Err(_) => return seqs, // quiet for 3 s: the storm is over
+            }
+        }
+    });
+    // A watcher on a connection of its own with a small HTTP/2 stream window,
+    // so the agent's buffers fill once it stops reading. (The connection
+    // window stays large: h2 sizes its budget of buffered small DATA frames
+    // by it, and ends a connection that exceeds it.)
+    let channel = tonic::transport::Endpoint::from_shared(d.endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(1 << 20)
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = rack_agent::proto::rack_agent_client::RackAgentClient::new(channel)
+        .watch_power_state(watch_all())
+        .await
+        .unwrap()
+        .into_inner();
+    flip_locks(c.clone(), "node-01".into(), 1).await;
+    let first = slow.next().await.unwrap().unwrap();
+
+    // The storm, while the slow watcher reads nothing.
+    let started = std::time::Instant::now();
+    let a = tokio::spawn(flip_locks(c.clone(), "node-01".into(), EVENTS / 2));
+    let b = tokio::spawn(flip_locks(c.clone(), "node-02".into(), EVENTS / 2));
+    a.await.unwrap();
+    b.await.unwrap();
+    eprintln!("{EVENTS} events in {:?}", started.elapsed());
+
+    // The slow watcher: an unbroken run of events, then OUT_OF_RANGE naming
+    // where it stands and where to resume.
+    let mut last = first.seq;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next())
+            .await
+            .expect("the slow watcher stalled")
+        {
+            Some(Ok(ev)) => {
+                assert_eq!(
+                    ev.seq,
+                    last + 1,
+                    "the watch skipped from {last} to {}",
+                    ev.seq
+                );
+                last = ev.seq;
+            }
+            Some(Err(st)) => break st,
+            None => panic!("the watch ended OK after seq {last} without the rest"),
+        }
+    };
+    assert_eq!(end.code(), Code::OutOfRange, "{end:?}");
+    assert!(
+        end.message().contains(&format!("seq {last}")),
+        "the message names the last seq delivered ({last}): {}",
+        end.message()
+    );
+    let resume = resume_after(&end).expect("x-rackagent-resume-after-seq trailer");
+    assert!(
+        end.message().contains(&format!("after_seq = {resume}")),
+        "{}",
+        end.message()
+    );
+    // Resuming from there is accepted.
+    let mut again = c
+        .clone()
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec![],
+            after_seq: resume,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    flip_locks(c.clone(), "node-01".into(), 1).await;
+    let next = again.next().await.unwrap().unwrap();
+    assert!(next.seq > resume, "{next:?}");
+
+    // The watcher that kept up saw every event, in order.
+    let seqs = fast.await.unwrap();
+    assert!(seqs.len() > EVENTS, "{} events", seqs.len());
+    for w in seqs.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "the watcher that kept up skipped");
+    }
+}

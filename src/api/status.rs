@@ -2,6 +2,7 @@
 
 use std::error::Error as _;
 
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::engine::EngineError;
@@ -36,6 +37,80 @@ pub fn code_of(err: &EngineError) -> Code {
         EngineError::Bmc { .. } => Code::FailedPrecondition,
         EngineError::ShuttingDown => Code::Unavailable,
         EngineError::Store(_) => Code::Internal,
+    }
+}
+
+/// Trailer naming the `after_seq` a watcher should resume with (decimal).
+pub const RESUME_AFTER_SEQ: &str = "x-rackagent-resume-after-seq";
+/// Trailer naming the last event seq a watch stream has delivered (decimal).
+pub const LAST_SEQ: &str = "x-rackagent-last-seq";
+
+/// What the API layer answers by itself, beside the engine's errors: how
+/// watch streams refuse a cursor or end. Each tells the client where to
+/// resume, in the message and in machine-readable trailers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// WatchPowerState from a cursor beyond the newest event (a database
+    /// that was replaced, say).
+    CursorAhead { cursor: u64, newest: u64 },
+    /// WatchPowerState from a cursor whose next events are no longer retained.
+    CursorExpired {
+        cursor: u64,
+        oldest: u64,
+        newest: u64,
+    },
+    /// A watch fell so far behind that the events after the last one it
+    /// delivered were dropped from the retained history. Ends the stream
+    /// rather than skip them.
+    WatchFellBehind { last: u64, oldest: u64, newest: u64 },
+}
+
+impl ApiError {
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::CursorAhead { .. }
+            | ApiError::CursorExpired { .. }
+            | ApiError::WatchFellBehind { .. } => Code::OutOfRange,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::CursorAhead { cursor, newest } => format!(
+                "after_seq {cursor} is ahead of the newest event ({newest}); re-read the servers, then watch with after_seq = {newest}"
+            ),
+            ApiError::CursorExpired { cursor, oldest, newest } => format!(
+                "the events after seq {cursor} are no longer retained (the oldest kept is {oldest}); re-read the servers, then watch with after_seq = {newest}"
+            ),
+            ApiError::WatchFellBehind { last, oldest, newest } => format!(
+                "this watch fell behind: it delivered every event up to seq {last}, and the ones after it are no longer retained (the oldest kept is {oldest}); re-read the servers, then watch again with after_seq = {newest}"
+            ),
+        }
+    }
+
+    /// Machine-readable trailers: where to resume, and what was delivered.
+    fn trailers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ApiError::CursorAhead { newest, .. } | ApiError::CursorExpired { newest, .. } => {
+                vec![(RESUME_AFTER_SEQ, newest.to_string())]
+            }
+            ApiError::WatchFellBehind { last, newest, .. } => vec![
+                (RESUME_AFTER_SEQ, newest.to_string()),
+                (LAST_SEQ, last.to_string()),
+            ],
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Status {
+        let mut md = MetadataMap::new();
+        for (key, value) in err.trailers() {
+            if let Ok(v) = value.parse() {
+                md.insert(key, v);
+            }
+        }
+        Status::with_metadata(err.code(), err.message(), md)
     }
 }
 
@@ -89,6 +164,50 @@ mod tests {
         assert_eq!(status(EngineError::ShuttingDown).code(), Code::Unavailable);
         let s = status(EngineError::Store(StoreError::Corrupt("x".into())));
         assert_eq!(s.code(), Code::Internal);
+    }
+
+    fn trailer(s: &Status, key: &str) -> Option<String> {
+        s.metadata()
+            .get(key)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn a_cursor_ahead_of_the_newest_event_is_out_of_range() {
+        let s = Status::from(ApiError::CursorAhead {
+            cursor: 900,
+            newest: 42,
+        });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert!(s.message().contains("900") && s.message().contains("after_seq = 42"));
+        assert_eq!(trailer(&s, RESUME_AFTER_SEQ).as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn an_expired_cursor_is_out_of_range_with_where_to_resume() {
+        let s = Status::from(ApiError::CursorExpired {
+            cursor: 3,
+            oldest: 100,
+            newest: 160,
+        });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert!(s.message().contains("after seq 3"), "{}", s.message());
+        assert!(s.message().contains("after_seq = 160"), "{}", s.message());
+        assert_eq!(trailer(&s, RESUME_AFTER_SEQ).as_deref(), Some("160"));
+    }
+
+    #[test]
+    fn a_watch_that_fell_behind_ends_out_of_range_naming_its_last_seq() {
+        let s = Status::from(ApiError::WatchFellBehind {
+            last: 1834,
+            oldest: 7817,
+            newest: 8001,
+        });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert!(s.message().contains("seq 1834"), "{}", s.message());
+        assert!(s.message().contains("after_seq = 8001"), "{}", s.message());
+        assert_eq!(trailer(&s, RESUME_AFTER_SEQ).as_deref(), Some("8001"));
+        assert_eq!(trailer(&s, LAST_SEQ).as_deref(), Some("1834"));
     }
 
     #[test]
