@@ -664,3 +664,107 @@ async fn a_watcher_that_falls_behind_ends_out_of_range_and_never_skips() {
         assert_eq!(w[1], w[0] + 1, "the watcher that kept up skipped");
     }
 }
+
+/// Defect 7: on SIGTERM, WatchAction ended with status OK while its action
+/// was still RUNNING (and WatchPowerState ended OK too), so a client could
+/// not tell "done" from "the agent went away".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_unavailable_saying_how_to_resume_when_the_agent_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    // The OS ignores ACPI: a SOFT reboot waits (a minute) for the power to go.
+    let body = format!(
+        "[fake_bmc]\nenabled = true\nlatency = \"20ms\"\nignore_acpi = true\n\n[sync]\ninterval = \"300ms\"\njitter = \"50ms\"\n\n[timeouts]\nconfirm_poll = \"50ms\"\nsoft_reboot = \"60s\"\nshutdown_grace = \"1s\"\n\n{}",
+        inventory("node", 1, "tenant-a")
+    );
+    let mut d = start_daemon(dir.path(), &body);
+    let mut c = d.client().await;
+    wait_server(&mut c, "node-01", Duration::from_secs(10), |s| {
+        s.power_state == pb::PowerState::On as i32
+    })
+    .await;
+    let mut events = c
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec![],
+            after_seq: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = c
+        .reboot(admin(pb::RebootRequest {
+            server_id: "node-01".into(),
+            r#type: pb::RebootType::Soft as i32,
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut action = c
+        .watch_action(admin(pb::WatchActionRequest { id: a.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    // Running: the graceful off was sent and the agent waits for the power.
+    loop {
+        let now = action.next().await.unwrap().unwrap();
+        if now.events.iter().any(|e| e.step.contains("graceful")) {
+            assert_eq!(now.state, pb::ActionState::Running as i32, "{now:?}");
+            break;
+        }
+    }
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first.task, "reboot_soft", "{first:?}");
+
+    let pid = d.pid().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+
+    // WatchAction: UNAVAILABLE, naming the action and how to follow it on.
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), action.next())
+            .await
+            .expect("WatchAction did not end after SIGTERM")
+        {
+            Some(Ok(now)) => assert_eq!(now.state, pb::ActionState::Running as i32),
+            Some(Err(st)) => break st,
+            None => panic!("WatchAction ended OK while action {} still runs", a.id),
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(end.message().contains(&a.id), "{}", end.message());
+    assert!(end.message().contains("GetAction"), "{}", end.message());
+    assert_eq!(
+        end.metadata()
+            .get("x-rackagent-action-id")
+            .and_then(|v| v.to_str().ok()),
+        Some(a.id.as_str())
+    );
+
+    // WatchPowerState: UNAVAILABLE, naming the last seq it delivered.
+    let mut last = first.seq;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("WatchPowerState did not end after SIGTERM")
+        {
+            Some(Ok(ev)) => last = ev.seq,
+            Some(Err(st)) => break st,
+            None => panic!("WatchPowerState ended OK after seq {last}"),
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(
+        end.message().contains(&format!("after_seq = {last}")),
+        "{}",
+        end.message()
+    );
+    assert_eq!(resume_after(&end), Some(last));
+
+    let exit = d
+        .wait_exit(Duration::from_secs(20))
+        .expect("the agent did not stop");
+    assert!(exit.success(), "{exit}");
+}

@@ -239,8 +239,29 @@ impl RackAgent for Service {
             }
             while !last.state.is_terminal() {
                 let update = tokio::select! {
-                    u = updates.recv() => u,
-                    _ = stop.wait_for(|s| *s) => return,
+                    u = updates.recv() => Some(u),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                let Some(update) = update else {
+                    // The agent is stopping. An action that ended is
+                    // reported as such; one that has not is not "done":
+                    // the stream says so and how to follow it on.
+                    if let Ok(Some(now)) = engine.load_action(&id) {
+                        if now != last {
+                            if tx.send(Ok(convert::action(&now))).await.is_err() {
+                                return;
+                            }
+                            last = now;
+                        }
+                    }
+                    if !last.state.is_terminal() {
+                        let end = ApiError::ActionWatchStopped {
+                            action_id: id,
+                            state: last.state,
+                        };
+                        let _ = tx.send(Err(end.into())).await;
+                    }
+                    return;
                 };
                 match update {
                     Ok(changed) if changed != id => continue,
@@ -382,7 +403,9 @@ async fn follow(
     loop {
         let next = tokio::select! {
             n = live.recv() => n,
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stop.wait_for(|s| *s) => {
+                return Err(ApiError::WatchStopped { last: cursor }.into());
+            }
         };
         let (evs, gap) = match next {
             Ok(ev) if ev.seq <= cursor => continue,

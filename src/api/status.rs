@@ -6,6 +6,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::engine::EngineError;
+use crate::model::ActionState;
 
 /// The error and its causes, each once: "server s1 (BMC 10.0.0.1:623): cannot
 /// reach the BMC: connection refused".
@@ -44,6 +45,8 @@ pub fn code_of(err: &EngineError) -> Code {
 pub const RESUME_AFTER_SEQ: &str = "x-rackagent-resume-after-seq";
 /// Trailer naming the last event seq a watch stream has delivered (decimal).
 pub const LAST_SEQ: &str = "x-rackagent-last-seq";
+/// Trailer naming the action a WatchAction stream followed.
+pub const ACTION_ID: &str = "x-rackagent-action-id";
 
 /// What the API layer answers by itself, beside the engine's errors: how
 /// watch streams refuse a cursor or end. Each tells the client where to
@@ -63,6 +66,15 @@ pub enum ApiError {
     /// delivered were dropped from the retained history. Ends the stream
     /// rather than skip them.
     WatchFellBehind { last: u64, oldest: u64, newest: u64 },
+    /// The agent is stopping: a WatchPowerState stream ends after the last
+    /// event it delivered, from which the client resumes once the agent is back.
+    WatchStopped { last: u64 },
+    /// The agent is stopping while the watched action has not ended: it is
+    /// recorded, and carries on (or is recovered) after the restart.
+    ActionWatchStopped {
+        action_id: String,
+        state: ActionState,
+    },
 }
 
 impl ApiError {
@@ -71,6 +83,9 @@ impl ApiError {
             ApiError::CursorAhead { .. }
             | ApiError::CursorExpired { .. }
             | ApiError::WatchFellBehind { .. } => Code::OutOfRange,
+            ApiError::WatchStopped { .. } | ApiError::ActionWatchStopped { .. } => {
+                Code::Unavailable
+            }
         }
     }
 
@@ -85,6 +100,12 @@ impl ApiError {
             ApiError::WatchFellBehind { last, oldest, newest } => format!(
                 "this watch fell behind: it delivered every event up to seq {last}, and the ones after it are no longer retained (the oldest kept is {oldest}); re-read the servers, then watch again with after_seq = {newest}"
             ),
+            ApiError::WatchStopped { last } => format!(
+                "rack-agent is stopping; this watch delivered every event up to seq {last}: once the agent is back, watch again with after_seq = {last}"
+            ),
+            ApiError::ActionWatchStopped { action_id, state } => format!(
+                "rack-agent is stopping while action {action_id} is {state}; the action is recorded and goes on (or is recovered) when the agent is back: then GetAction or WatchAction {action_id} again"
+            ),
         }
     }
 
@@ -98,6 +119,13 @@ impl ApiError {
                 (RESUME_AFTER_SEQ, newest.to_string()),
                 (LAST_SEQ, last.to_string()),
             ],
+            ApiError::WatchStopped { last } => vec![
+                (RESUME_AFTER_SEQ, last.to_string()),
+                (LAST_SEQ, last.to_string()),
+            ],
+            ApiError::ActionWatchStopped { action_id, .. } => {
+                vec![(ACTION_ID, action_id.clone())]
+            }
         }
     }
 }
@@ -208,6 +236,32 @@ mod tests {
         assert!(s.message().contains("after_seq = 8001"), "{}", s.message());
         assert_eq!(trailer(&s, RESUME_AFTER_SEQ).as_deref(), Some("8001"));
         assert_eq!(trailer(&s, LAST_SEQ).as_deref(), Some("1834"));
+    }
+
+    #[test]
+    fn a_watch_ended_by_a_stop_is_unavailable_naming_where_to_resume() {
+        let s = Status::from(ApiError::WatchStopped { last: 77 });
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("after_seq = 77"), "{}", s.message());
+        assert_eq!(trailer(&s, RESUME_AFTER_SEQ).as_deref(), Some("77"));
+        assert_eq!(trailer(&s, LAST_SEQ).as_deref(), Some("77"));
+    }
+
+    #[test]
+    fn an_action_watch_ended_by_a_stop_is_unavailable_naming_the_action() {
+        let s = Status::from(ApiError::ActionWatchStopped {
+            action_id: "a-1".into(),
+            state: ActionState::Running,
+        });
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(
+            s.message().contains("a-1")
+                && s.message().contains("running")
+                && s.message().contains("GetAction"),
+            "{}",
+            s.message()
+        );
+        assert_eq!(trailer(&s, ACTION_ID).as_deref(), Some("a-1"));
     }
 
     #[test]
