@@ -125,7 +125,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(RackAgentServer::new(Service::new(slot.clone(), auth)));
+        .add_service(crate::api::limits::rack_agent(Service::new(
+            slot.clone(),
+            auth,
+        )));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         TcpListenerStream::new(listener),
         async move {

@@ -768,3 +768,230 @@ async fn streams_end_unavailable_saying_how_to_resume_when_the_agent_stops() {
         .expect("the agent did not stop");
     assert!(exit.success(), "{exit}");
 }
+
+/// Asserts a refusal: its code, that it names `field`, and that it is short.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+    field: &str,
+) {
+    let st = r.expect_err("accepted");
+    assert_eq!(
+        st.code(),
+        code,
+        "{}: {}",
+        field,
+        &st.message()[..st.message().len().min(300)]
+    );
+    assert!(
+        st.message().contains(field),
+        "the message does not name {field}: {}",
+        &st.message()[..st.message().len().min(300)]
+    );
+    assert!(
+        st.message().len() < 256,
+        "{field}: a {}-byte message echoes the input",
+        st.message().len()
+    );
+}
+
+/// Defect 8: only enrolment checked an id's length, and every refusal echoed
+/// the input whole: a 64 KB id came back in a 65 KB error.
+#[tokio::test]
+async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!("{FAKE}{}", inventory("node", 2, "tenant-a")),
+    );
+    let mut c = d.client().await;
+    let big = "x".repeat(64 * 1024);
+
+    refused(
+        c.reboot(admin(hard_reboot(&big))).await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    refused(
+        c.get_server(admin(pb::GetServerRequest { id: big.clone() }))
+            .await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.remove_server(admin(pb::RemoveServerRequest { id: big.clone() }))
+            .await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.get_action(admin(pb::GetActionRequest { id: big.clone() }))
+            .await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.watch_action(admin(pb::WatchActionRequest { id: big.clone() }))
+            .await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.list_actions(admin(pb::ListActionsRequest {
+            server_id: big.clone(),
+            ..Default::default()
+        }))
+        .await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    refused(
+        c.list_actions(admin(pb::ListActionsRequest {
+            server_id: "node-01".into(),
+            page_token: big.clone(),
+            ..Default::default()
+        }))
+        .await,
+        Code::InvalidArgument,
+        "page_token",
+    );
+    refused(
+        c.get_power_state(admin(pb::GetPowerStateRequest {
+            server_id: big.clone(),
+            refresh: false,
+        }))
+        .await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    refused(
+        c.watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec!["node-01".into(), big.clone()],
+            after_seq: 0,
+        }))
+        .await,
+        Code::InvalidArgument,
+        "server_ids",
+    );
+    refused(
+        c.reboot(admin(pb::RebootRequest {
+            request_id: big.clone(),
+            ..hard_reboot("node-01")
+        }))
+        .await,
+        Code::InvalidArgument,
+        "request_id",
+    );
+    let enroll = |id: &str, project: &str| pb::EnrollServerRequest {
+        id: id.into(),
+        project_id: project.into(),
+        bmc: Some(pb::BmcEndpoint {
+            protocol: pb::BmcProtocol::Ipmi as i32,
+            address: "127.0.0.1".into(),
+            port: 0,
+            username: "u".into(),
+            secret: Some(pb::bmc_endpoint::Secret::PasswordFile("bmc.pass".into())),
+            options: Default::default(),
+        }),
+        skip_verify: true,
+    };
+    refused(
+        c.enroll_server(admin(enroll(&big, "p1"))).await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.enroll_server(admin(enroll("n9", &big))).await,
+        Code::InvalidArgument,
+        "project_id",
+    );
+    // One rule for every id: characters too, not only length.
+    refused(
+        c.reboot(admin(hard_reboot("node-01\n"))).await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    refused(
+        c.reboot(admin(pb::RebootRequest {
+            request_id: "retry 1".into(),
+            ..hard_reboot("node-01")
+        }))
+        .await,
+        Code::InvalidArgument,
+        "request_id",
+    );
+    // The caller's identity follows the same rule.
+    let long = "u".repeat(4000);
+    refused(
+        c.get_server(as_caller(
+            pb::GetServerRequest {
+                id: "node-01".into(),
+            },
+            &long,
+            "admin",
+            "ops",
+        ))
+        .await,
+        Code::Unauthenticated,
+        "x-rackagent-caller",
+    );
+    refused(
+        c.get_server(as_caller(
+            pb::GetServerRequest {
+                id: "node-01".into(),
+            },
+            "u",
+            "admin",
+            &long,
+        ))
+        .await,
+        Code::Unauthenticated,
+        "x-rackagent-project",
+    );
+
+    // Virtual media URLs go through a URL parser.
+    let reinstall = |url: &str| pb::ReinstallRequest {
+        server_id: "node-01".into(),
+        boot_source: Some(pb::reinstall_request::BootSource::VirtualMediaUrl(
+            url.into(),
+        )),
+        request_id: String::new(),
+    };
+    for url in [
+        "http://images.example/a b.iso",
+        "http:///x.iso",
+        "https://",
+        "http://h/x\u{7}.iso",
+    ] {
+        refused(
+            c.reinstall(admin(reinstall(url))).await,
+            Code::InvalidArgument,
+            "virtual_media_url",
+        );
+    }
+    c.reinstall(admin(reinstall("HTTPS://Images.Example:8443/rhel9.iso")))
+        .await
+        .expect("an upper-case scheme is a valid URL");
+
+    // Over the request size limit: RESOURCE_EXHAUSTED (OUT_OF_RANGE is for cursors).
+    for size in [1_000_000, 2 << 20] {
+        let st = c
+            .reboot(admin(hard_reboot(&"x".repeat(size))))
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::ResourceExhausted, "{size}: {st:?}");
+        assert!(
+            st.message().contains("too large") && st.message().contains("262144"),
+            "{}",
+            st.message()
+        );
+    }
+    // Just under it: decoded, then refused as an id.
+    refused(
+        c.reboot(admin(hard_reboot(&"x".repeat(200 * 1024)))).await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+}

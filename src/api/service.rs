@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use tracing::debug;
 
 use super::auth::Authenticator;
-use super::convert::{self, required};
+use super::convert::{self, id as checked_id};
 use super::status::ApiError;
 use crate::engine::{ActionRequest, Engine};
 use crate::model::{Caller, ServerEvent};
@@ -52,7 +52,7 @@ impl Service {
         req: ActionRequest,
         request_id: &str,
     ) -> Result<Response<pb::Action>, Status> {
-        required("server_id", server_id)?;
+        checked_id("server_id", server_id)?;
         let a = self
             .engine()?
             .submit(caller, server_id, req, convert::request_id(request_id))?;
@@ -80,7 +80,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::Server>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
-        required("id", &id)?;
+        checked_id("id", &id)?;
         Ok(Response::new(convert::server(
             &engine.get_server(&caller, &id)?,
         )))
@@ -92,7 +92,10 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::ListServersResponse>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
-        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let after = match r.page_token.as_str() {
+            "" => None,
+            t => Some(checked_id("page_token", t)?),
+        };
         let (page, next) = engine.list_servers(&caller, after, convert::page_size(r.page_size));
         Ok(Response::new(pb::ListServersResponse {
             servers: page.iter().map(convert::server).collect(),
@@ -106,7 +109,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::RemoveServerResponse>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
-        required("id", &id)?;
+        checked_id("id", &id)?;
         engine.remove_server(&caller, &id).await?;
         Ok(Response::new(pb::RemoveServerResponse {}))
     }
@@ -191,7 +194,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::Action>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
-        required("id", &id)?;
+        checked_id("id", &id)?;
         Ok(Response::new(convert::action(
             &engine.get_action(&caller, &id)?,
         )))
@@ -203,7 +206,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::ListActionsResponse>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
-        required("server_id", &r.server_id)?;
+        checked_id("server_id", &r.server_id)?;
         let before = convert::action_page_token(&r.page_token)?;
         let (page, next) = engine.list_actions(
             &caller,
@@ -225,7 +228,7 @@ impl RackAgent for Service {
     ) -> Result<Response<Self::WatchActionStream>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
-        required("id", &id)?;
+        checked_id("id", &id)?;
         // Subscribe before the first read so no change falls in between.
         let mut updates = engine.action_updates();
         let mut stop = engine.stopping();
@@ -288,7 +291,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::PowerStatus>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
-        required("server_id", &r.server_id)?;
+        checked_id("server_id", &r.server_id)?;
         let reading = engine.power_state(&caller, &r.server_id, r.refresh).await?;
         Ok(Response::new(convert::power_status(&reading)))
     }
@@ -301,6 +304,9 @@ impl RackAgent for Service {
     ) -> Result<Response<Self::WatchPowerStateStream>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
+        for id in &r.server_ids {
+            checked_id("server_ids", id)?;
+        }
         for id in &r.server_ids {
             // An unknown or forbidden id is an error now, not a silent empty stream.
             engine.get_server(&caller, id)?;

@@ -142,6 +142,29 @@ impl From<ApiError> for Status {
     }
 }
 
+/// tonic's refusal of a request over the decoding limit is OUT_OF_RANGE;
+/// it becomes RESOURCE_EXHAUSTED, the gRPC convention for "too large" (here,
+/// OUT_OF_RANGE means a watch cursor). Other answers are left as they are.
+pub fn oversize_request(headers: &mut tonic::codegen::http::HeaderMap) {
+    let Some(st) = Status::from_header_map(headers) else {
+        return;
+    };
+    let Some(detail) = st
+        .message()
+        .strip_prefix("Error, decoded message length too large: ")
+    else {
+        return;
+    };
+    if st.code() != Code::OutOfRange {
+        return;
+    }
+    let exhausted = Status::resource_exhausted(format!(
+        "request message too large ({detail}); split it or send less"
+    ));
+    headers.remove("grpc-message");
+    let _ = exhausted.add_header(headers);
+}
+
 impl From<EngineError> for Status {
     fn from(err: EngineError) -> Status {
         if let EngineError::Store(e) = &err {
@@ -262,6 +285,40 @@ mod tests {
             s.message()
         );
         assert_eq!(trailer(&s, ACTION_ID).as_deref(), Some("a-1"));
+    }
+
+    #[test]
+    fn an_over_size_request_is_resource_exhausted_not_out_of_range() {
+        let mut h = tonic::codegen::http::HeaderMap::new();
+        Status::out_of_range(
+            "Error, decoded message length too large: found 2097159 bytes, the limit is: 262144 bytes",
+        )
+        .add_header(&mut h)
+        .unwrap();
+        oversize_request(&mut h);
+        let s = Status::from_header_map(&h).unwrap();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(
+            s.message().contains("2097159") && s.message().contains("262144"),
+            "{}",
+            s.message()
+        );
+        // A cursor's OUT_OF_RANGE, and other answers, are left alone.
+        let mut h = tonic::codegen::http::HeaderMap::new();
+        Status::from(ApiError::CursorAhead {
+            cursor: 9,
+            newest: 1,
+        })
+        .add_header(&mut h)
+        .unwrap();
+        oversize_request(&mut h);
+        assert_eq!(
+            Status::from_header_map(&h).unwrap().code(),
+            Code::OutOfRange
+        );
+        let mut h = tonic::codegen::http::HeaderMap::new();
+        oversize_request(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

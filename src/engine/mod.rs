@@ -180,22 +180,6 @@ pub struct Engine {
     sync_tick: AtomicI64,
 }
 
-/// Server ids: what an operator types and filters logs on.
-pub fn validate_server_id(id: &str) -> std::result::Result<(), String> {
-    if id.is_empty() || id.len() > 64 {
-        return Err(format!("server id {id:?} must be 1 to 64 characters"));
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "server id {id:?} may hold only letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(())
-}
-
 /// A BMC the agent could not set up (a missing secret file, say): every call
 /// answers with the reason, so the server shows it instead of vanishing.
 #[derive(Debug)]
@@ -520,18 +504,10 @@ impl Engine {
         request_id: Option<String>,
     ) -> Result<Action> {
         if let Some(rid) = &request_id {
-            if rid.is_empty() || rid.len() > 128 {
-                return Err(EngineError::InvalidArgument(
-                    "request_id must be 1 to 128 characters".into(),
-                ));
-            }
+            validate_id("request_id", rid).map_err(EngineError::InvalidArgument)?;
         }
         if let ActionRequest::Reinstall(BootSource::VirtualMedia(url)) = &req {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(EngineError::InvalidArgument(format!(
-                    "virtual media URL {url:?} must be http:// or https://"
-                )));
-            }
+            validate_media_url("virtual_media_url", url).map_err(EngineError::InvalidArgument)?;
         }
         let kind = req.kind();
         let mut inner = self.lock();
