@@ -142,7 +142,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let factory: Arc<dyn BmcFactory> = match config.fake() {
         Some(fake) => {
             warn!("[fake_bmc] is enabled: every BMC is an in-memory simulator; no real server is touched (tests and demos only)");
-            Arc::new(FakeBmcFactory::new(fake.clone()).map_err(DaemonError::FakeJournal)?)
+            let mut fake = fake.clone();
+            fake.journal = Some(fake.journal_path(&state_dir));
+            Arc::new(FakeBmcFactory::new(fake).map_err(DaemonError::FakeJournal)?)
         }
         None => Arc::new(RealBmcFactory),
     };

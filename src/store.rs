@@ -163,7 +163,8 @@ fn parse_enum<T>(what: &str, s: String, f: fn(&str) -> Option<T>) -> Result<T> {
 
 impl Store {
     /// Opens (or creates) `DIR/rack-agent.db`. The directory is made 0700 and
-    /// the database files 0600: inline BMC passwords live there.
+    /// the database files 0600: the inline BMC passwords' files live beside
+    /// it (the database holds only their names).
     pub fn open(dir: &Path) -> Result<Store> {
         use std::os::unix::fs::PermissionsExt;
         let dir_err = |source| StoreError::Dir {

@@ -995,3 +995,49 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         "server_id",
     );
 }
+
+/// Defect 11: the fake BMC journal had no default location, and a journal
+/// path in a directory that did not exist stopped the daemon at start.
+#[tokio::test]
+async fn the_fake_bmc_journal_defaults_to_the_state_directory_and_makes_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!("{FAKE}{}", inventory("node", 1, "tenant-a")),
+    );
+    let mut c = d.client().await;
+    let a = c
+        .reboot(admin(hard_reboot("node-01")))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_action(&mut c, &a.id, Duration::from_secs(10)).await;
+    let journal = dir.path().join("state/fake-bmc.journal");
+    let text = std::fs::read_to_string(&journal)
+        .unwrap_or_else(|e| panic!("no journal at {}: {e}", journal.display()));
+    assert!(text.contains("node-01 hard_reset"), "{text}");
+    drop(d);
+
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let journal = dir.path().join("not/yet/there/bmc.journal");
+    let fake = FAKE.replace(
+        "[fake_bmc]\n",
+        &format!("[fake_bmc]\njournal = \"{}\"\n", journal.display()),
+    );
+    let d = start_daemon(
+        dir.path(),
+        &format!("{fake}{}", inventory("node", 1, "tenant-a")),
+    );
+    let mut c = d.client().await;
+    let a = c
+        .reboot(admin(hard_reboot("node-01")))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_action(&mut c, &a.id, Duration::from_secs(10)).await;
+    assert!(std::fs::read_to_string(&journal)
+        .unwrap()
+        .contains("node-01 hard_reset"));
+}
