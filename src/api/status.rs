@@ -1,4 +1,6 @@
-//! The one place engine errors become gRPC statuses (`DESIGN.md`, error mapping).
+//! The one place errors become gRPC statuses (`DESIGN.md`, error mapping):
+//! the engine's (`EngineError`), the API layer's own stream endings and
+//! cursor refusals (`ApiError`), and tonic's refusal of an over-size request.
 
 use std::error::Error as _;
 
@@ -187,11 +189,20 @@ mod tests {
     }
 
     #[test]
-    fn each_error_maps_to_its_code() {
-        let s = status(EngineError::InvalidArgument("bad".into()));
+    fn invalid_argument_is_invalid_argument() {
+        let s = status(EngineError::InvalidArgument("server_id is required".into()));
         assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "server_id is required");
+    }
+
+    #[test]
+    fn unauthenticated_is_unauthenticated() {
         let s = status(EngineError::Unauthenticated("who".into()));
         assert_eq!(s.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_policy_refusal_is_permission_denied_naming_the_rule() {
         let s = status(EngineError::PermissionDenied(Denied {
             caller: "u".into(),
             op: "reboot",
@@ -199,20 +210,46 @@ mod tests {
         }));
         assert_eq!(s.code(), Code::PermissionDenied);
         assert!(s.message().contains("admin_or_owner"));
+    }
+
+    #[test]
+    fn not_found_names_the_id_briefly() {
         let s = status(EngineError::NotFound {
             what: "server",
             id: "s9".into(),
         });
         assert_eq!(s.code(), Code::NotFound);
-        assert!(s.message().contains("s9"));
+        assert_eq!(s.message(), "server \"s9\" not found");
+        let s = status(EngineError::NotFound {
+            what: "action",
+            id: "a".repeat(100_000),
+        });
+        assert!(s.message().len() < 100, "{}", s.message());
+    }
+
+    #[test]
+    fn already_exists_is_already_exists() {
         let s = status(EngineError::AlreadyExists {
             what: "server",
             id: "s9".into(),
         });
         assert_eq!(s.code(), Code::AlreadyExists);
+        assert!(s.message().contains("s9"));
+    }
+
+    #[test]
+    fn a_conflict_is_failed_precondition() {
         let s = status(EngineError::Conflict("server s1 is locked".into()));
         assert_eq!(s.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn shutting_down_is_unavailable() {
         assert_eq!(status(EngineError::ShuttingDown).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn a_store_failure_is_internal() {
         let s = status(EngineError::Store(StoreError::Corrupt("x".into())));
         assert_eq!(s.code(), Code::Internal);
     }
