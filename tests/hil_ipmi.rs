@@ -392,7 +392,19 @@ async fn acpi_guest_graceful_stop_is_a_clean_shutdown_without_forcing() {
     )
     .await;
     assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
-    assert_eq!(a.message, "powered off (graceful)", "{}", story(&a));
+    // The evidence: the power seen off, recorded on the wait step.
+    assert!(
+        a.message.starts_with("powered off (graceful; off after "),
+        "{}",
+        story(&a)
+    );
+    assert!(
+        a.events
+            .iter()
+            .any(|e| e.step == "wait_off" && e.detail.starts_with("off after ")),
+        "{}",
+        story(&a)
+    );
     assert!(
         !a.events.iter().any(|e| e.step == "fallback_force_off"),
         "{}",
@@ -437,7 +449,22 @@ async fn acpi_guest_soft_reboot_is_one_clean_shutdown_and_one_boot_without_fallb
     )
     .await;
     assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
-    assert_eq!(a.message, "rebooted (SOFT)", "{}", story(&a));
+    // The evidence: off, then on, each recorded on its wait step.
+    assert!(
+        a.message
+            .starts_with("rebooted (SOFT): the OS shut down (off after "),
+        "{}",
+        story(&a)
+    );
+    for (step, seen) in [("wait_off", "off after "), ("wait_on", "on after ")] {
+        assert!(
+            a.events
+                .iter()
+                .any(|e| e.step == step && e.detail.starts_with(seen)),
+            "{}",
+            story(&a)
+        );
+    }
     assert!(
         !a.events.iter().any(|e| e.step == "fallback_hard"),
         "{}",
