@@ -1572,6 +1572,9 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         # The TLS handshake runs in the connection's own thread, so a client
         # that never completes one cannot stall the accept loop.
         request.settimeout(30)
+        # Headers and body leave in separate writes: without this, Nagle holds
+        # the body back until the client's delayed ACK (~40 ms per request).
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             conn = self.tls.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError) as e:
