@@ -114,6 +114,28 @@ async fn service_root_is_public_and_the_rest_needs_credentials() {
     let (status, body) = json_of(s.get("/redfish/v1/Systems/sys9").await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(message_id(&body).ends_with(".ResourceNotFound"), "{body}");
+
+    // The restart evidence a system shows is a knob: both, one, or none.
+    s.reset_expect("sys2", "On", 204).await;
+    s.wait_power("sys2", "On", LIMIT).await;
+    let sys = s.system("sys2").await;
+    assert!(
+        sys["LastResetTime"].is_string() && sys["BootProgress"].is_object(),
+        "{sys}"
+    );
+    s.set_knobs("sys2", json!({"evidence": ["LastResetTime"]}))
+        .await;
+    let sys = s.system("sys2").await;
+    assert!(
+        sys["LastResetTime"].is_string() && sys.get("BootProgress").is_none(),
+        "{sys}"
+    );
+    s.set_knobs("sys2", json!({"evidence": []})).await;
+    let sys = s.system("sys2").await;
+    assert!(
+        sys.get("LastResetTime").is_none() && sys.get("BootProgress").is_none(),
+        "{sys}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
