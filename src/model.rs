@@ -107,7 +107,17 @@ impl ActionState {
 }
 
 named_enum!(
-    StepPhase { Started => "started", Finished => "finished", Failed => "failed", Note => "note" }
+    StepPhase {
+        /// Written (durably) before the BMC command is sent or the wait begins.
+        Started => "started",
+        Finished => "finished",
+        Failed => "failed",
+        /// Something the agent decided or saw (a fallback, a recovery), not a BMC command.
+        Note => "note",
+        /// The agent stopped while the step was in flight: whether the BMC got
+        /// the command is unknown. Written at the next start.
+        Interrupted => "interrupted",
+    }
 );
 
 named_enum!(
@@ -216,7 +226,11 @@ pub struct StepEvent {
     pub at: Millis,
     pub step: String,
     pub phase: StepPhase,
+    /// For people: what the BMC said, what was seen, what was decided.
     pub detail: String,
+    /// For the agent: what a finished step returned (JSON), so that a resumed
+    /// action takes the same path without asking the BMC again.
+    pub data: Option<String>,
 }
 
 /// An action: the asynchronous answer to every mutating call.

@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS steps (
     at INTEGER NOT NULL,
     step TEXT NOT NULL,
     phase TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    data TEXT
 );
 CREATE INDEX IF NOT EXISTS steps_by_action ON steps (action_id, id);
 CREATE TABLE IF NOT EXISTS events (
@@ -141,6 +142,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;"))?;
+        migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -259,13 +261,15 @@ impl Store {
 
     pub fn add_step(&self, action_id: &str, step: &StepEvent) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO steps (action_id, at, step, phase, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO steps (action_id, at, step, phase, detail, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 action_id,
                 step.at,
                 step.step,
                 step.phase.as_str(),
-                step.detail
+                step.detail,
+                step.data
             ],
         )?;
         Ok(())
@@ -392,6 +396,23 @@ impl Store {
         };
         Ok((lo.unwrap_or(hi + 1) as u64, hi as u64))
     }
+}
+
+/// Brings a database made by an older version up to this schema.
+fn migrate(conn: &Connection) -> Result<()> {
+    // Steps gained `data` (what a finished step returned, for resuming).
+    if !has_column(conn, "steps", "data")? {
+        conn.execute_batch("ALTER TABLE steps ADD COLUMN data TEXT")?;
+    }
+    Ok(())
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(names.iter().any(|n| n == column))
 }
 
 trait Mode0600 {
@@ -528,7 +549,7 @@ fn raw_action(r: &Row<'_>) -> rusqlite::Result<RawAction> {
 
 fn action_with_steps(conn: &Connection, r: RawAction) -> Result<Action> {
     let mut stmt = conn.prepare_cached(
-        "SELECT at, step, phase, detail FROM steps WHERE action_id = ?1 ORDER BY id",
+        "SELECT at, step, phase, detail, data FROM steps WHERE action_id = ?1 ORDER BY id",
     )?;
     let events = stmt
         .query_map([&r.id], |row| {
@@ -537,15 +558,17 @@ fn action_with_steps(conn: &Connection, r: RawAction) -> Result<Action> {
                 row.get::<_, String>(1)?,
                 row.get::<_, String>(2)?,
                 row.get::<_, String>(3)?,
+                row.get::<_, Option<String>>(4)?,
             ))
         })?
         .map(|row| {
-            let (at, step, phase, detail) = row?;
+            let (at, step, phase, detail, data) = row?;
             Ok(StepEvent {
                 at,
                 step,
                 phase: parse_enum("step phase", phase, StepPhase::parse)?,
                 detail,
+                data,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -673,6 +696,35 @@ mod tests {
     }
 
     #[test]
+    fn a_database_without_step_data_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The steps table as the first version made it.
+            let conn = Connection::open(dir.path().join("rack-agent.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE steps (id INTEGER PRIMARY KEY AUTOINCREMENT, action_id TEXT NOT NULL,
+                 at INTEGER NOT NULL, step TEXT NOT NULL, phase TEXT NOT NULL, detail TEXT NOT NULL);
+                 INSERT INTO steps (action_id, at, step, phase, detail) VALUES ('a0', 1, 'discover', 'finished', '');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        store.insert_action(&action("a0", "s1")).unwrap();
+        let step = StepEvent {
+            at: 2,
+            step: "read_power".into(),
+            phase: StepPhase::Finished,
+            detail: "on".into(),
+            data: Some("{}".into()),
+        };
+        store.add_step("a0", &step).unwrap();
+        let a = store.get_action("a0").unwrap().unwrap();
+        assert_eq!(a.events.len(), 2);
+        assert_eq!(a.events[0].data, None);
+        assert_eq!(a.events[1], step);
+    }
+
+    #[test]
     fn an_inline_secret_is_never_written() {
         let store = Store::open_in_memory().unwrap();
         let mut s = server("s1");
@@ -694,6 +746,7 @@ mod tests {
             step: "hard_reset".into(),
             phase: StepPhase::Started,
             detail: String::new(),
+            data: Some("{\"power\":\"on\"}".into()),
         };
         store.add_step("a4", &step).unwrap();
         let (page, next) = store.list_actions("s1", None, 2).unwrap();

@@ -325,20 +325,25 @@ async fn an_idle_session_is_kept_alive() {
     assert_eq!(polls(), after_close);
 }
 
-/// A UDP relay between the driver and a BMC that drops the BMC's answers to
-/// Chassis Control and counts the Chassis Control requests it forwarded. It
-/// reads IPMI messages in the clear, so the session must use cipher suite 1
-/// (authentication only). Returns the relay's port and the request counter.
-fn lossy_relay(bmc_port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    // Offsets in an RMCP+ packet without integrity or encryption.
-    const PAYLOAD_TYPE: usize = 5;
-    const NETFN: usize = 16 + 1;
-    const CMD: usize = 16 + 5;
-    let is_chassis_control = |p: &[u8], netfn: u8| {
-        p.len() > CMD && p[PAYLOAD_TYPE] & 0x3f == 0 && p[NETFN] >> 2 == netfn && p[CMD] == 0x02
-    };
+/// Offsets in an RMCP+ packet without integrity or encryption (cipher suite
+/// 1): the payload type, then the IPMI message from byte 16.
+const PAYLOAD_TYPE: usize = 5;
+const NETFN: usize = 16 + 1;
+const CMD: usize = 16 + 5;
+const COMPLETION: usize = 16 + 6;
+
+/// Whether `p` is an IPMI message (not a session set-up one) with this
+/// NetFn (requests: even, responses: odd) and command.
+fn is_message(p: &[u8], netfn: u8, cmd: u8) -> bool {
+    p.len() > CMD && p[PAYLOAD_TYPE] & 0x3f == 0 && p[NETFN] >> 2 == netfn && p[CMD] == cmd
+}
+
+/// A UDP relay between the driver and a BMC on `bmc_port`. It reads IPMI
+/// messages in the clear, so the session must use cipher suite 1
+/// (authentication only). `inspect` sees each datagram, `true` for one from
+/// the driver, may change it, and says whether to forward it. Returns the
+/// relay's port.
+fn relay(bmc_port: u16, mut inspect: impl FnMut(bool, &mut [u8]) -> bool + Send + 'static) -> u16 {
     let front = UdpSocket::bind("127.0.0.1:0").unwrap();
     let back = UdpSocket::bind("127.0.0.1:0").unwrap();
     back.connect(("127.0.0.1", bmc_port)).unwrap();
@@ -348,24 +353,41 @@ fn lossy_relay(bmc_port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU
     back.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let port = front.local_addr().unwrap().port();
-    let sent = Arc::new(AtomicUsize::new(0));
-    let counter = sent.clone();
     std::thread::spawn(move || {
         let mut client = None;
         let mut buf = [0u8; 2048];
         loop {
             if let Ok((n, from)) = front.recv_from(&mut buf) {
                 client = Some(from);
-                if is_chassis_control(&buf[..n], 0x00) {
-                    counter.fetch_add(1, Ordering::SeqCst);
+                if inspect(true, &mut buf[..n]) {
+                    let _ = back.send(&buf[..n]);
                 }
-                let _ = back.send(&buf[..n]);
             }
             if let (Ok(n), Some(c)) = (back.recv(&mut buf), client) {
-                if !is_chassis_control(&buf[..n], 0x01) {
+                if inspect(false, &mut buf[..n]) {
                     let _ = front.send_to(&buf[..n], c);
                 }
             }
+        }
+    });
+    port
+}
+
+/// A relay that drops the BMC's answers to Chassis Control and counts the
+/// Chassis Control requests it forwarded. Returns its port and the counter.
+fn lossy_relay(bmc_port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let port = relay(bmc_port, move |from_driver, p| {
+        if from_driver {
+            if is_message(p, 0x00, 0x02) {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            true
+        } else {
+            !is_message(p, 0x01, 0x02)
         }
     });
     (port, sent)
@@ -506,4 +528,148 @@ async fn pxe_once_then_a_cycle_of_a_running_vm_boots_from_the_network_once() {
         "boot devices of the three boots"
     );
     bmc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_gives_power_without_a_marker_and_asks_the_restart_cause_once() {
+    use std::sync::{Arc, Mutex};
+    let bench = Bench::start(1);
+    // Requests for Get System Restart Cause (NetFn Chassis, cmd 07h) and the
+    // completion codes of the BMC's answers to it.
+    let asked = Arc::new(Mutex::new(0usize));
+    let answers: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let (a, r) = (asked.clone(), answers.clone());
+    let port = relay(bench.port(0), move |from_driver, p| {
+        if from_driver && is_message(p, 0x00, 0x07) {
+            *a.lock().unwrap() += 1;
+        }
+        if !from_driver && is_message(p, 0x01, 0x07) && p.len() > COMPLETION {
+            r.lock().unwrap().push(p[COMPLETION]);
+        }
+        true
+    });
+    let ep = Endpoint {
+        port,
+        ..bench.endpoint(0, PASSWORD, &[("cipher_suite", "1")])
+    };
+    let bmc = IpmiBmc::new("n0", &ep).unwrap();
+    assert!(!bmc.capabilities().await.unwrap().restart_evidence);
+
+    for i in 0..10 {
+        let o = bmc.observe().await.expect("observe");
+        assert_eq!(o.power, Power::Off, "observe {i}");
+        assert_eq!(o.marker, None, "observe {i}");
+    }
+    // The power it reports follows the VM, through the same session.
+    power_on(&bench, &bmc).await;
+    let start = Instant::now();
+    loop {
+        let o = bmc.observe().await.expect("observe");
+        assert_eq!(o.marker, None);
+        if o.power == Power::On {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "never on");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        *asked.lock().unwrap(),
+        1,
+        "Get System Restart Cause asked once"
+    );
+    assert_eq!(
+        *answers.lock().unwrap(),
+        [0xC1],
+        "ipmi_sim answers it with invalid command"
+    );
+    let (ok, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
+    assert!(ok && out.contains("Chassis Power is on"), "{out}");
+    bmc.close().await;
+}
+
+/// Rewrites the completion code of a cleartext IPMI response in place (and
+/// its checksum): a BMC that refuses the command.
+fn refuse(p: &mut [u8], cc: u8) {
+    let len = u16::from_le_bytes([p[14], p[15]]) as usize;
+    let end = 16 + len;
+    if end > p.len() || len < 8 {
+        return;
+    }
+    p[COMPLETION] = cc;
+    let sum = p[16 + 3..end - 1]
+        .iter()
+        .fold(0u8, |a, b| a.wrapping_add(*b));
+    p[end - 1] = sum.wrapping_neg();
+}
+
+/// An enrolment that fails after the driver opened its session (the engine
+/// reads the power once, then drops a driver it refused): whatever the
+/// failure, every session the driver opened is closed at the BMC. Counted
+/// through a relay: sessions opened = accepted Set Session Privilege Level,
+/// closed = accepted Close Session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolment_refused_after_the_session_opened_closes_it() {
+    use std::sync::{Arc, Mutex};
+    let bench = Bench::start(1);
+    // What the relay does to the BMC's answers to Get Chassis Status: drop
+    // them (a timeout), or turn them into "not supported in present state".
+    for refuse_status in [false, true] {
+        let counts = Arc::new(Mutex::new((0usize, 0usize)));
+        let c = counts.clone();
+        let port = relay(bench.port(0), move |from_driver, p| {
+            if from_driver {
+                return true;
+            }
+            let accepted = p.len() > COMPLETION && p[COMPLETION] == 0;
+            if accepted && is_message(p, 0x07, 0x3B) {
+                c.lock().unwrap().0 += 1;
+            }
+            if accepted && is_message(p, 0x07, 0x3C) {
+                c.lock().unwrap().1 += 1;
+            }
+            if is_message(p, 0x01, 0x01) {
+                if !refuse_status {
+                    return false;
+                }
+                refuse(p, 0xD5);
+            }
+            true
+        });
+        let ep = Endpoint {
+            port,
+            ..bench.endpoint(
+                0,
+                PASSWORD,
+                &[
+                    ("cipher_suite", "1"),
+                    ("timeout", "200ms"),
+                    ("retries", "1"),
+                ],
+            )
+        };
+        let bmc = IpmiBmc::new("n0", &ep).unwrap();
+        bmc.capabilities().await.unwrap();
+        let err = bmc.power_state().await.unwrap_err();
+        if refuse_status {
+            assert!(matches!(err, BmcError::Refused(_)), "{err:?}");
+            assert!(err.to_string().contains("0xd5"), "{err}");
+        } else {
+            assert!(matches!(err, BmcError::Timeout(_)), "{err:?}");
+        }
+        drop(bmc);
+        let start = Instant::now();
+        loop {
+            let (opened, closed) = *counts.lock().unwrap();
+            if opened >= 1 && opened == closed {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "refused status {refuse_status}: {opened} session(s) opened, {closed} closed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (ok, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
+    assert!(ok, "{out}");
 }

@@ -354,3 +354,86 @@ async fn daemon_deletes_its_redfish_sessions_when_it_stops() {
     );
     assert!(bmc.requests().iter().any(|r| r.method == "DELETE"));
 }
+
+/// Defect: a static-inventory server whose system has no Reset action was
+/// found out only at its first action. It is reported at start: a warning in
+/// the log and the reason as the server's BMC error, while its power is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_without_reset_is_reported_at_start_not_at_the_first_action() {
+    let (bmc, _sessions) = session_bmc::start_with(|b| {
+        b.systems = vec![session_bmc::SystemSpec::new("Self", false)];
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "s.pass", session_bmc::PASSWORD);
+    let config = format!(
+        "{SETTINGS}{}",
+        server_entry("rf-noreset", bmc.port(), "s.pass", "scheme = \"http\"")
+    );
+    let daemon = start_daemon(dir.path(), &config);
+    let mut client = daemon.client().await;
+    let s = wait_server(&mut client, "rf-noreset", Duration::from_secs(10), |s| {
+        !s.bmc_error.is_empty()
+    })
+    .await;
+    assert!(s.bmc_error.contains("Reset"), "{}", s.bmc_error);
+    // Power reads work and do not clear the reason.
+    let s = wait_server(&mut client, "rf-noreset", Duration::from_secs(10), |s| {
+        s.power_state == pb::PowerState::Off as i32
+    })
+    .await;
+    assert!(s.bmc_error.contains("Reset"), "{}", s.bmc_error);
+    let log = daemon.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("rf-noreset")
+            && l.contains("cannot be power-controlled")),
+        "{log}"
+    );
+}
+
+/// Defect: an enrolment refused after the driver logged in left its session
+/// open at the BMC. The refusal answers only once the session is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_enrolment_leaves_no_session_open() {
+    let (bmc, sessions) = session_bmc::start_with(|b| {
+        // Two systems that both have a Reset action, and no system_id: a
+        // configuration question the operator must answer.
+        b.systems = vec![
+            session_bmc::SystemSpec::new("a", true),
+            session_bmc::SystemSpec::new("b", true),
+        ];
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "s.pass", session_bmc::PASSWORD);
+    let daemon = start_daemon(dir.path(), SETTINGS);
+    let mut client = daemon.client().await;
+    let err = client
+        .enroll_server(admin(pb::EnrollServerRequest {
+            id: "rf-two".into(),
+            project_id: "p1".into(),
+            bmc: Some(pb::BmcEndpoint {
+                protocol: pb::BmcProtocol::Redfish as i32,
+                address: "127.0.0.1".into(),
+                port: bmc.port() as u32,
+                username: "admin".into(),
+                secret: Some(pb::bmc_endpoint::Secret::PasswordFile("s.pass".into())),
+                options: [("scheme".to_string(), "http".to_string())].into(),
+            }),
+            skip_verify: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("system_id"), "{}", err.message());
+    let st = sessions.lock().unwrap();
+    assert!(st.logins >= 1, "the driver never logged in");
+    assert!(
+        st.open.is_empty(),
+        "{} session(s) created, {} deleted, {} left open",
+        st.logins,
+        st.deleted,
+        st.open.len()
+    );
+}

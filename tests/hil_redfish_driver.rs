@@ -202,3 +202,45 @@ async fn wrong_password_and_untrusted_certificates_are_refused() {
     let e = d.power_state().await.unwrap_err();
     assert!(e.to_string().contains("SessionService"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_emulator_shows_no_restart_evidence_and_needs_a_system_id() {
+    let bench = Sushy::start();
+    let s = SYSTEMS[2];
+
+    // As curl sees it: sushy-tools 2.2.0 serves ComputerSystem v1_13_0 without
+    // LastResetTime or BootProgress (its templates have neither). If a newer
+    // emulator adds them, this fails and the driver's reading of them should
+    // be tested here instead.
+    let sys = bench.system(s);
+    assert!(sys.get("LastResetTime").is_none(), "{sys}");
+    assert!(sys.get("BootProgress").is_none(), "{sys}");
+
+    let d = driver(&bench, s, &[]);
+    assert!(!d.capabilities().await.unwrap().restart_evidence);
+    let o = timed("observe", d.observe()).await.unwrap();
+    let curl_power = if bench.power_state(s) == "On" {
+        Power::On
+    } else {
+        Power::Off
+    };
+    assert_eq!(o.power, curl_power);
+    assert_eq!(o.marker, None);
+    assert_eq!(d.power_state().await.unwrap(), curl_power);
+
+    // Four systems, each with a Reset action, and no system_id: the operator
+    // must choose, and is told so with the systems' ids.
+    let d = driver(&bench, s, &[("system_id", "")]);
+    let e = d.capabilities().await.unwrap_err();
+    assert!(matches!(e, BmcError::Config(_)), "{e:?}");
+    assert_eq!(e.kind(), "config");
+    let text = e.to_string();
+    assert!(
+        text.contains("4 systems with a #ComputerSystem.Reset action"),
+        "{text}"
+    );
+    assert!(text.contains("`system_id`"), "{text}");
+    for id in SYSTEMS {
+        assert!(text.contains(id), "{id} missing from: {text}");
+    }
+}

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use rack_agent::bmc::redfish::mapping;
 use rack_agent::bmc::redfish::model::*;
 use rack_agent::bmc::redfish::RedfishBmc;
-use rack_agent::bmc::{Bmc, BmcError, BootDevice, Endpoint, Power, PowerOp, Protocol, Secret};
+use rack_agent::bmc::{
+    Bmc, BmcError, BootDevice, Endpoint, Power, PowerOp, Protocol, RestartMarker, Secret,
+};
 use redfish_support::mock::{MockReply, MockRequest, MockServer};
 
 fn fixture(name: &str) -> String {
@@ -153,6 +155,110 @@ fn session_and_virtual_media_parse() {
     assert!(!usb.is_optical());
     let m: Manager = parse("dell_manager.json");
     assert!(m.virtual_media.is_some());
+}
+
+#[test]
+fn a_dmtf_system_shows_last_reset_time_and_boot_progress() {
+    let sys: ComputerSystem = parse("dmtf_system_boot_progress.json");
+    assert_eq!(
+        sys.last_reset_time.as_deref(),
+        Some("2024-05-06T09:34:35+06:00")
+    );
+    let progress = sys.boot_progress.as_ref().unwrap();
+    assert_eq!(progress.last_state.as_deref(), Some("OSRunning"));
+    assert!(mapping::has_restart_evidence(&sys));
+    assert_eq!(
+        mapping::restart_marker(&sys),
+        Some(RestartMarker {
+            last_reset_time: Some("2024-05-06T09:34:35+06:00".into()),
+            boot_progress: Some("OSRunning".into()),
+            boot_progress_time: Some("2024-05-06T09:41:27+06:00".into()),
+            restart_cause: None,
+        })
+    );
+}
+
+#[test]
+fn an_openbmc_system_shows_last_reset_time_and_boot_progress() {
+    let sys: ComputerSystem = parse("openbmc_system.json");
+    assert_eq!(sys.id, "system");
+    let m = mapping::restart_marker(&sys).unwrap();
+    assert_eq!(
+        m.last_reset_time.as_deref(),
+        Some("2024-11-02T17:05:12+00:00")
+    );
+    assert_eq!(m.boot_progress.as_deref(), Some("OSRunning"));
+    assert_eq!(
+        m.boot_progress_time.as_deref(),
+        Some("2024-11-02T17:08:54+00:00")
+    );
+    assert_eq!(
+        m.to_string(),
+        "LastResetTime 2024-11-02T17:05:12+00:00, \
+         BootProgress OSRunning at 2024-11-02T17:08:54+00:00"
+    );
+    // Its hypervisor system shows neither.
+    let hv: ComputerSystem = parse("openbmc_hypervisor.json");
+    assert!(!mapping::has_restart_evidence(&hv));
+    assert_eq!(mapping::restart_marker(&hv), None);
+}
+
+#[test]
+fn older_schemas_and_vendor_trees_without_the_properties_give_no_marker() {
+    for name in [
+        "dell_system.json",
+        "hpe_system.json",
+        "dmtf_system_actioninfo.json",
+        "baseboard_no_reset.json",
+    ] {
+        let sys: ComputerSystem = parse(name);
+        assert!(!mapping::has_restart_evidence(&sys), "{name}");
+        assert_eq!(mapping::restart_marker(&sys), None, "{name}");
+    }
+}
+
+#[test]
+fn oem_states_placeholders_and_odd_types() {
+    // An OEM boot state is named by the vendor's OemLastState.
+    let sys: ComputerSystem = serde_json::from_str(
+        r#"{"Id":"1","PowerState":"On",
+            "BootProgress":{"LastState":"OEM","OemLastState":"HostbootIstepStarted"}}"#,
+    )
+    .unwrap();
+    let m = mapping::restart_marker(&sys).unwrap();
+    assert_eq!(
+        m.boot_progress.as_deref(),
+        Some("OEM (HostbootIstepStarted)")
+    );
+    assert_eq!(m.last_reset_time, None);
+
+    // A never-set time of zeros (as some iDRAC firmware answers) is no marker:
+    // the first real value would otherwise read as a restart.
+    let zeros = fixture("dell_system.json").replacen(
+        '{',
+        r#"{"LastResetTime": "0000-00-00T00:00:00+00:00","#,
+        1,
+    );
+    let sys: ComputerSystem = serde_json::from_str(&zeros).unwrap();
+    assert_eq!(
+        sys.last_reset_time.as_deref(),
+        Some("0000-00-00T00:00:00+00:00")
+    );
+    assert_eq!(mapping::restart_marker(&sys), None);
+    assert!(!mapping::has_restart_evidence(&sys));
+
+    // Values of the wrong type read as absent; the power state still parses.
+    let sys: ComputerSystem = serde_json::from_str(
+        r#"{"Id":"1","PowerState":"Off","LastResetTime":1714980875,"BootProgress":"OSRunning"}"#,
+    )
+    .unwrap();
+    assert_eq!(sys.power_state, Some(PowerState::Off));
+    assert_eq!(mapping::restart_marker(&sys), None);
+    let sys: ComputerSystem = serde_json::from_str(
+        r#"{"Id":"1","PowerState":"On","LastResetTime":null,"BootProgress":{"LastState":null}}"#,
+    )
+    .unwrap();
+    assert_eq!(mapping::restart_marker(&sys), None);
 }
 
 // ---- the driver over served trees --------------------------------------------
@@ -355,11 +461,14 @@ async fn action_info_tree_and_system_virtual_media() {
     ]);
     let server = MockServer::start(move |r: &MockRequest| tree.get(&r.path)).await;
 
-    // Several systems and no system_id: told which ids exist.
+    // Several systems and no system_id: the only one with a Reset action.
     let bmc = RedfishBmc::connect("x", &endpoint(server.port(), &[])).unwrap();
-    let e = bmc.capabilities().await.unwrap_err();
-    assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
-    assert!(e.to_string().contains("Host, Baseboard"), "{e}");
+    let caps = bmc.capabilities().await.unwrap();
+    assert!(caps.supports(PowerOp::HardReset));
+    let gets = server.requests();
+    assert!(gets
+        .iter()
+        .any(|r| r.path == "/redfish/v1/Systems/Baseboard"));
 
     // The host: reset types from its ActionInfo.
     let bmc = RedfishBmc::connect("x", &endpoint(server.port(), &[("system_id", "Host")])).unwrap();
@@ -385,23 +494,30 @@ async fn action_info_tree_and_system_virtual_media() {
         .unwrap_err();
     assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
 
-    // The baseboard has no Reset action: not power-controllable, said clearly.
+    // The baseboard has no Reset action and the host has one: choosing the
+    // baseboard is a configuration question, and the answer names the host.
     let bmc =
         RedfishBmc::connect("x", &endpoint(server.port(), &[("system_id", "Baseboard")])).unwrap();
     let e = bmc.capabilities().await.unwrap_err();
-    assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
-    assert!(
-        e.to_string().contains("no #ComputerSystem.Reset action"),
-        "{e}"
+    assert!(matches!(e, BmcError::Config(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "the BMC configuration needs attention: `system_id` \"Baseboard\" names a system \
+         without a #ComputerSystem.Reset action; the systems on this BMC that have one: Host"
     );
     let e = bmc.power(PowerOp::On).await.unwrap_err();
-    assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
+    assert!(matches!(e, BmcError::Config(_)), "{e:?}");
     assert_eq!(bmc.power_state().await.unwrap(), Power::On);
 
     // An unknown system id names the ones that exist.
     let bmc = RedfishBmc::connect("x", &endpoint(server.port(), &[("system_id", "2")])).unwrap();
     let e = bmc.capabilities().await.unwrap_err();
-    assert!(e.to_string().contains("no such system"), "{e}");
+    assert!(matches!(e, BmcError::Config(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("`system_id` \"2\" names no system on this BMC (it has: Host, Baseboard)"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -525,4 +641,191 @@ async fn a_system_that_moved_is_found_again() {
     let e = bmc.power_state().await.unwrap_err();
     assert!(e.to_string().contains("looked up again"), "{e}");
     assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+}
+
+fn openbmc_tree(hypervisor: &str) -> Tree {
+    Tree::new(&[
+        ("/redfish/v1/", "dmtf_service_root.json"),
+        ("/redfish/v1/Systems", "openbmc_systems.json"),
+        ("/redfish/v1/Systems/system", "openbmc_system.json"),
+        ("/redfish/v1/Systems/hypervisor", hypervisor),
+        (
+            "/redfish/v1/Systems/system/ResetActionInfo",
+            "openbmc_reset_actioninfo.json",
+        ),
+    ])
+}
+
+/// Captures what the driver logs on this thread (current-thread runtime).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
+    }
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let w = self.clone();
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || w.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn openbmc_host_is_chosen_over_its_hypervisor_and_observed_in_one_get() {
+    // The restart evidence moves when the tree says the host restarted.
+    let restarted = Arc::new(Mutex::new(false));
+    let r = restarted.clone();
+    let tree = openbmc_tree("openbmc_hypervisor.json");
+    let server = MockServer::start(move |req: &MockRequest| {
+        if req.path == "/redfish/v1/Systems/system" && *r.lock().unwrap() {
+            return MockReply::json(
+                200,
+                fixture("openbmc_system.json")
+                    .replace("2024-11-02T17:05:12+00:00", "2024-11-03T08:00:01+00:00")
+                    .replace("\"OSRunning\"", "\"OSBootStarted\"")
+                    .replace("2024-11-02T17:08:54+00:00", "2024-11-03T08:01:40+00:00"),
+            );
+        }
+        tree.get(&req.path)
+    })
+    .await;
+    let logs = Logs::default();
+    let _guard = logs.install();
+
+    let bmc = RedfishBmc::connect("node-7", &endpoint(server.port(), &[])).unwrap();
+    let caps = bmc.capabilities().await.unwrap();
+    assert!(caps.restart_evidence);
+    assert!(caps.supports(PowerOp::GracefulRestart) && caps.supports(PowerOp::PowerCycle));
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("using the only one with a Reset action"))
+        .unwrap_or_else(|| panic!("no log of the choice in:\n{text}"));
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains("server_id=node-7"), "{line}");
+    assert!(
+        line.contains(&format!("bmc=127.0.0.1:{}", server.port())),
+        "{line}"
+    );
+    assert!(line.contains("system=/redfish/v1/Systems/system"), "{line}");
+
+    let before_gets = server.requests().len();
+    let before = bmc.observe().await.unwrap();
+    assert_eq!(
+        server.requests().len(),
+        before_gets + 1,
+        "one GET per observe"
+    );
+    assert_eq!(before.power, Power::On);
+    let m = before.marker.clone().unwrap();
+    assert_eq!(
+        m.last_reset_time.as_deref(),
+        Some("2024-11-02T17:05:12+00:00")
+    );
+    assert_eq!(m.boot_progress.as_deref(), Some("OSRunning"));
+    let again = bmc.observe().await.unwrap();
+    assert!(!again.marker.unwrap().shows_restart_since(&m));
+
+    *restarted.lock().unwrap() = true;
+    let after = bmc.observe().await.unwrap();
+    let m2 = after.marker.unwrap();
+    assert!(m2.shows_restart_since(&m), "{m2} vs {m}");
+    assert_eq!(m2.boot_progress.as_deref(), Some("OSBootStarted"));
+    assert_eq!(bmc.power_state().await.unwrap(), Power::On);
+}
+
+#[tokio::test]
+async fn two_resettable_systems_without_system_id_is_a_configuration_question() {
+    let tree = openbmc_tree("openbmc_hypervisor_resettable.json");
+    let server = MockServer::start(move |r: &MockRequest| tree.get(&r.path)).await;
+    let bmc = RedfishBmc::connect("node-7", &endpoint(server.port(), &[])).unwrap();
+    let e = bmc.capabilities().await.unwrap_err();
+    assert!(matches!(e, BmcError::Config(_)), "{e:?}");
+    assert_eq!(e.kind(), "config");
+    assert!(!e.is_unavailable());
+    assert_eq!(
+        e.to_string(),
+        "the BMC configuration needs attention: this BMC has 2 systems with a \
+         #ComputerSystem.Reset action (system, hypervisor); set the `system_id` option to \
+         the one this server is"
+    );
+    assert!(!e.to_string().contains("does not support"));
+    // Every call says the same until the option is set; nothing was sent.
+    let e = bmc.power(PowerOp::On).await.unwrap_err();
+    assert!(matches!(e, BmcError::Config(_)), "{e:?}");
+    assert!(server.requests().iter().all(|r| r.method == "GET"));
+
+    let bmc = RedfishBmc::connect(
+        "node-7",
+        &endpoint(server.port(), &[("system_id", "system")]),
+    )
+    .unwrap();
+    assert!(bmc.capabilities().await.unwrap().restart_evidence);
+    let bmc = RedfishBmc::connect(
+        "node-7",
+        &endpoint(server.port(), &[("system_id", "hypervisor")]),
+    )
+    .unwrap();
+    let caps = bmc.capabilities().await.unwrap();
+    assert!(!caps.restart_evidence, "the hypervisor shows no evidence");
+    assert_eq!(bmc.observe().await.unwrap().marker, None);
+}
+
+#[tokio::test]
+async fn several_systems_none_resettable_and_a_lone_system_without_reset() {
+    let tree = Tree::new(&[
+        ("/redfish/v1/", "sushy_service_root.json"),
+        ("/redfish/v1/Systems", "openbmc_systems.json"),
+        ("/redfish/v1/Systems/system", "baseboard_no_reset.json"),
+        ("/redfish/v1/Systems/hypervisor", "openbmc_hypervisor.json"),
+    ]);
+    let server = MockServer::start(move |r: &MockRequest| tree.get(&r.path)).await;
+    let bmc = RedfishBmc::connect("x", &endpoint(server.port(), &[])).unwrap();
+    let e = bmc.capabilities().await.unwrap_err();
+    assert!(matches!(e, BmcError::Config(_)), "{e:?}");
+    assert!(
+        e.to_string().contains(
+            "this BMC has 2 systems (system, hypervisor) and none has a \
+             #ComputerSystem.Reset action; set the `system_id` option"
+        ),
+        "{e}"
+    );
+
+    // One system, without a Reset action: nothing to configure, the BMC
+    // cannot power-control it, and capabilities() says so.
+    let tree = Tree::new(&[
+        ("/redfish/v1/", "sushy_service_root.json"),
+        ("/redfish/v1/Systems", "dell_systems.json"),
+        (
+            "/redfish/v1/Systems/System.Embedded.1",
+            "baseboard_no_reset.json",
+        ),
+    ]);
+    let server = MockServer::start(move |r: &MockRequest| tree.get(&r.path)).await;
+    let bmc = RedfishBmc::connect("x", &endpoint(server.port(), &[])).unwrap();
+    let e = bmc.capabilities().await.unwrap_err();
+    assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "the BMC does not support power control of system \"Baseboard\": it has no \
+         #ComputerSystem.Reset action, so it cannot be powered on, off or reset through \
+         Redfish (its power state can still be read)"
+    );
+    assert_eq!(bmc.power_state().await.unwrap(), Power::On);
 }

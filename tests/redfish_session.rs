@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rack_agent::bmc::redfish::RedfishBmc;
 use rack_agent::bmc::{Bmc, BmcError, Endpoint, Power, PowerOp, Protocol, Secret};
-use redfish_support::session_bmc::{start, PASSWORD, SESSIONS};
+use redfish_support::session_bmc::{start, start_with, SessionBmc, SystemSpec, PASSWORD, SESSIONS};
 
 fn endpoint(port: u16, password: &str) -> Endpoint {
     let mut options = BTreeMap::new();
@@ -166,4 +166,117 @@ async fn a_bmc_that_will_not_create_sessions_is_used_with_basic_auth() {
     let bmc = RedfishBmc::connect("s1", &ep).unwrap();
     let e = bmc.power_state().await.unwrap_err();
     assert!(e.to_string().contains("Sessions are disabled"), "{e}");
+}
+
+// ---- no session left behind when an enrolment is refused ---------------------
+
+/// Waits (up to 2 s) until the BMC holds no session of ours; returns
+/// (created, deleted, still open).
+async fn settle(state: &std::sync::Mutex<SessionBmc>) -> (u32, u32, usize) {
+    let started = std::time::Instant::now();
+    loop {
+        let (created, deleted, open) = {
+            let st = state.lock().unwrap();
+            (st.logins, st.deleted, st.open.len())
+        };
+        if open == 0 || started.elapsed() > std::time::Duration::from_secs(2) {
+            return (created, deleted, open);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn with_options(port: u16, options: &[(&str, &str)]) -> Endpoint {
+    let mut ep = endpoint(port, PASSWORD);
+    for (k, v) in options {
+        ep.options.insert(k.to_string(), v.to_string());
+    }
+    ep
+}
+
+/// Every way discovery can refuse a server after the driver logged in, as the
+/// engine meets it at enrolment: `capabilities()` fails and the driver is
+/// dropped (the caller never holds it, so nobody calls `close`).
+#[tokio::test]
+async fn an_enrolment_refused_after_login_deletes_its_session() {
+    type Setup = fn(&mut SessionBmc);
+    type Case<'a> = (&'a str, Setup, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 5] = [
+        (
+            "several systems with a Reset action and no system_id",
+            |b| {
+                b.systems = vec![
+                    SystemSpec::new("Node1", true),
+                    SystemSpec::new("Node2", true),
+                ]
+            },
+            &[],
+        ),
+        (
+            "the system has no Reset action",
+            |b| b.systems = vec![SystemSpec::new("Baseboard", false)],
+            &[],
+        ),
+        (
+            "system_id names no system",
+            |_| {},
+            &[("system_id", "Node9")],
+        ),
+        (
+            "HTTP 500 on the Systems collection",
+            |b| b.fail_collection = Some(500),
+            &[],
+        ),
+        ("HTTP 500 on the system", |b| b.fail_system = Some(500), &[]),
+    ];
+    let mut failures = Vec::new();
+    for (case, setup, options) in cases {
+        let (server, state) = start_with(setup).await;
+        let bmc = RedfishBmc::connect("s1", &with_options(server.port(), options)).unwrap();
+        let e = bmc.capabilities().await;
+        assert!(e.is_err(), "{case}: discovery should refuse, got {e:?}");
+        drop(bmc);
+        let (created, deleted, open) = settle(&state).await;
+        assert!(created >= 1, "{case}: the driver never logged in");
+        if open != 0 || deleted != created {
+            failures.push(format!(
+                "{case}: {created} session(s) created, {deleted} deleted, {open} left open"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Discovery fails on a server the engine keeps (the static inventory): the
+/// session is not held between attempts, and none is left at stop.
+#[tokio::test]
+async fn a_failed_discovery_holds_no_session_and_stop_leaves_none() {
+    let (server, state) = start_with(|b| b.fail_collection = Some(500)).await;
+    let bmc = RedfishBmc::connect("s1", &endpoint(server.port(), PASSWORD)).unwrap();
+    for _ in 0..3 {
+        assert!(bmc.power_state().await.is_err());
+        let st = state.lock().unwrap();
+        assert_eq!(st.open.len(), 0, "session held after a failed discovery");
+    }
+    // The BMC recovers: the next call logs in again and works.
+    state.lock().unwrap().fail_collection = None;
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    bmc.close().await;
+    let st = state.lock().unwrap();
+    assert_eq!(st.open.len(), 0);
+    assert_eq!(st.deleted, st.logins);
+}
+
+/// Discovery succeeded but a later step of the enrolment failed (the power
+/// read answers 500): the engine drops the driver, the session goes with it.
+#[tokio::test]
+async fn a_driver_dropped_after_a_later_failure_deletes_its_session() {
+    let (server, state) = start().await;
+    let bmc = RedfishBmc::connect("s1", &endpoint(server.port(), PASSWORD)).unwrap();
+    bmc.capabilities().await.unwrap();
+    state.lock().unwrap().fail_system = Some(500);
+    assert!(bmc.power_state().await.is_err());
+    drop(bmc);
+    let (created, deleted, open) = settle(&state).await;
+    assert_eq!((created, deleted, open), (1, 1, 0));
 }

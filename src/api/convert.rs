@@ -69,6 +69,7 @@ fn phase(p: StepPhase) -> pb::StepPhase {
         StepPhase::Finished => pb::StepPhase::Finished,
         StepPhase::Failed => pb::StepPhase::Failed,
         StepPhase::Note => pb::StepPhase::Note,
+        StepPhase::Interrupted => pb::StepPhase::Interrupted,
     }
 }
 

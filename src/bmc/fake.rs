@@ -2,7 +2,10 @@
 //! protocol: it exists so the engine can be tested fast and deterministically.
 //!
 //! Fault knobs: latency per command, a hang (never answers), a failure (answers
-//! with a chosen error), and an OS that ignores ACPI (graceful off does nothing).
+//! with a chosen error), an OS that ignores ACPI (graceful off does nothing),
+//! power changes that show only after a delay (like real firmware), and the
+//! firmware features a SOFT reboot depends on: a warm `GracefulRestart` (the
+//! power stays on) and a restart marker (like Redfish `LastResetTime`).
 //! Every call is recorded for assertions; with a journal file, every command is
 //! also appended (and synced) *before* it takes effect, so a test can count the
 //! commands a BMC received across a daemon crash, and the fake's power state
@@ -19,7 +22,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{
-    Bmc, BmcError, BmcFactory, BootDevice, Capabilities, Endpoint, Power, PowerOp, SharedBmc,
+    Bmc, BmcError, BmcFactory, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp,
+    RestartMarker, SharedBmc,
 };
 
 /// How fake BMCs behave (the `[fake_bmc]` config table).
@@ -38,6 +42,16 @@ pub struct FakeSettings {
     /// Graceful off does nothing (an OS that ignores ACPI, or none at all).
     #[serde(default)]
     pub ignore_acpi: bool,
+    /// Offer a graceful restart, done warm as most firmware does it: the
+    /// power stays on while the OS restarts.
+    #[serde(default)]
+    pub graceful_restart: bool,
+    /// Show a restart marker that moves at every boot (like `LastResetTime`).
+    #[serde(default)]
+    pub restart_evidence: bool,
+    /// Power changes show this long after the command was accepted.
+    #[serde(default, with = "humantime_serde")]
+    pub effect_delay: Duration,
     /// Servers whose BMC never answers.
     #[serde(default)]
     pub hang: Vec<String>,
@@ -63,6 +77,9 @@ impl Default for FakeSettings {
             latency: default_latency(),
             initial_power: default_power(),
             ignore_acpi: false,
+            graceful_restart: false,
+            restart_evidence: false,
+            effect_delay: Duration::ZERO,
             hang: Vec::new(),
             fail: Vec::new(),
             journal: None,
@@ -85,6 +102,13 @@ pub enum FakeCall {
 #[derive(Debug)]
 struct FakeState {
     power: Power,
+    /// Boots so far: the restart marker.
+    boots: u64,
+    graceful_restart: bool,
+    restart_evidence: bool,
+    effect_delay: Duration,
+    /// Power commands offered, when not the default set.
+    offered: Option<Vec<PowerOp>>,
     boot_once: Option<BootDevice>,
     media: Option<String>,
     hang: bool,
@@ -98,16 +122,25 @@ struct FakeState {
 #[derive(Debug)]
 pub struct FakeBmc {
     server_id: String,
-    state: Mutex<FakeState>,
+    state: Arc<Mutex<FakeState>>,
     journal: Option<Arc<Journal>>,
 }
 
 impl FakeBmc {
     pub fn new(server_id: &str, settings: &FakeSettings, power: Power) -> Self {
+        Self::with_boots(server_id, settings, power, 0)
+    }
+
+    fn with_boots(server_id: &str, settings: &FakeSettings, power: Power, boots: u64) -> Self {
         FakeBmc {
             server_id: server_id.to_string(),
-            state: Mutex::new(FakeState {
+            state: Arc::new(Mutex::new(FakeState {
                 power,
+                boots,
+                graceful_restart: settings.graceful_restart,
+                restart_evidence: settings.restart_evidence,
+                effect_delay: settings.effect_delay,
+                offered: None,
                 boot_once: None,
                 media: None,
                 hang: settings.hang.iter().any(|s| s == server_id),
@@ -119,7 +152,7 @@ impl FakeBmc {
                 ignore_acpi: settings.ignore_acpi,
                 latency: settings.latency,
                 calls: Vec::new(),
-            }),
+            })),
             journal: None,
         }
     }
@@ -176,6 +209,24 @@ impl FakeBmc {
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
     }
+    pub fn set_graceful_restart(&self, offered: bool) {
+        self.lock().graceful_restart = offered;
+    }
+    pub fn set_restart_evidence(&self, shown: bool) {
+        self.lock().restart_evidence = shown;
+    }
+    /// Offer exactly these power commands (others are refused as unsupported).
+    pub fn set_offered(&self, ops: Option<Vec<PowerOp>>) {
+        self.lock().offered = ops;
+    }
+    pub fn set_effect_delay(&self, delay: Duration) {
+        self.lock().effect_delay = delay;
+    }
+    /// How many times the machine booted (power on from off, reset, cycle,
+    /// warm restart) since the fake was made or its journal began.
+    pub fn boots(&self) -> u64 {
+        self.lock().boots
+    }
 
     /// Records the call, then waits, hangs or fails as configured.
     async fn enter(&self, call: FakeCall) -> Result<(), BmcError> {
@@ -200,13 +251,31 @@ impl FakeBmc {
     }
 }
 
-/// The effect of a power command on a fake machine.
-fn apply(power: Power, op: PowerOp, ignore_acpi: bool) -> Power {
+/// The effect of a power command on a fake machine: its power after, and
+/// whether it booted.
+fn apply(power: Power, op: PowerOp, ignore_acpi: bool) -> (Power, bool) {
     match op {
-        PowerOp::On | PowerOp::HardReset | PowerOp::PowerCycle => Power::On,
-        PowerOp::ForceOff => Power::Off,
-        PowerOp::GracefulOff if !ignore_acpi => Power::Off,
-        PowerOp::GracefulOff | PowerOp::GracefulRestart => power,
+        PowerOp::On => (Power::On, power == Power::Off),
+        PowerOp::HardReset | PowerOp::PowerCycle => (Power::On, true),
+        PowerOp::ForceOff => (Power::Off, false),
+        PowerOp::GracefulOff if !ignore_acpi => (Power::Off, false),
+        // A warm restart: the OS restarts, the power stays on.
+        PowerOp::GracefulRestart if !ignore_acpi && power == Power::On => (Power::On, true),
+        PowerOp::GracefulOff | PowerOp::GracefulRestart => (power, false),
+    }
+}
+
+impl FakeState {
+    fn apply(&mut self, op: PowerOp) {
+        let (power, booted) = apply(self.power, op, self.ignore_acpi);
+        self.power = power;
+        if booted {
+            self.boots += 1;
+        }
+        if matches!(op, PowerOp::HardReset | PowerOp::PowerCycle | PowerOp::On) {
+            // The one-time boot device is consumed by the boot that follows.
+            self.boot_once = None;
+        }
     }
 }
 
@@ -214,10 +283,31 @@ fn apply(power: Power, op: PowerOp, ignore_acpi: bool) -> Power {
 impl Bmc for FakeBmc {
     async fn capabilities(&self) -> Result<Capabilities, BmcError> {
         self.enter(FakeCall::Capabilities).await?;
-        // An IPMI-like BMC that also offers virtual media.
-        Ok(Capabilities {
+        // An IPMI-like BMC that also offers virtual media, and what its knobs add.
+        let st = self.lock();
+        let mut caps = Capabilities {
             virtual_media: true,
+            restart_evidence: st.restart_evidence,
             ..Capabilities::ipmi_chassis()
+        };
+        if st.graceful_restart {
+            caps.power_ops.push(PowerOp::GracefulRestart);
+        }
+        if let Some(ops) = &st.offered {
+            caps.power_ops = ops.clone();
+        }
+        Ok(caps)
+    }
+
+    async fn observe(&self) -> Result<Observation, BmcError> {
+        self.enter(FakeCall::PowerState).await?;
+        let st = self.lock();
+        Ok(Observation {
+            power: st.power,
+            marker: st.restart_evidence.then(|| RestartMarker {
+                last_reset_time: Some(format!("boot-{}", st.boots)),
+                ..RestartMarker::default()
+            }),
         })
     }
 
@@ -228,11 +318,25 @@ impl Bmc for FakeBmc {
 
     async fn power(&self, op: PowerOp) -> Result<(), BmcError> {
         self.enter(FakeCall::Power(op)).await?;
-        let mut st = self.lock();
-        st.power = apply(st.power, op, st.ignore_acpi);
-        if matches!(op, PowerOp::HardReset | PowerOp::PowerCycle | PowerOp::On) {
-            // The one-time boot device is consumed by the boot that follows.
-            st.boot_once = None;
+        let offered = {
+            let st = self.lock();
+            match &st.offered {
+                Some(ops) => ops.contains(&op),
+                None => op != PowerOp::GracefulRestart || st.graceful_restart,
+            }
+        };
+        if !offered {
+            return Err(BmcError::Unsupported(format!("{op} (fake BMC)")));
+        }
+        let delay = self.lock().effect_delay;
+        if delay.is_zero() {
+            self.lock().apply(op);
+        } else {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                state.lock().unwrap_or_else(|e| e.into_inner()).apply(op);
+            });
         }
         Ok(())
     }
@@ -304,7 +408,8 @@ pub fn read_journal(path: &Path) -> std::io::Result<Vec<(String, String)>> {
 pub struct FakeBmcFactory {
     settings: FakeSettings,
     journal: Option<Arc<Journal>>,
-    restored: HashMap<String, Power>,
+    /// Power and boot count per server, replayed from the journal.
+    restored: HashMap<String, (Power, u64)>,
     fakes: Mutex<HashMap<String, Arc<FakeBmc>>>,
 }
 
@@ -315,11 +420,12 @@ impl FakeBmcFactory {
             Some(path) => {
                 for (server, op) in read_journal(path)? {
                     if let Some(op) = PowerOp::parse(&op) {
-                        let p = restored
+                        let (p, boots) = restored
                             .get(&server)
                             .copied()
-                            .unwrap_or(settings.initial_power);
-                        restored.insert(server, apply(p, op, settings.ignore_acpi));
+                            .unwrap_or((settings.initial_power, 0));
+                        let (p, booted) = apply(p, op, settings.ignore_acpi);
+                        restored.insert(server, (p, boots + u64::from(booted)));
                     }
                 }
                 Some(Arc::new(Journal::open(path)?))
@@ -366,12 +472,12 @@ impl BmcFactory for FakeBmcFactory {
         let fake = fakes
             .entry(server_id.to_string())
             .or_insert_with(|| {
-                let power = self
+                let (power, boots) = self
                     .restored
                     .get(server_id)
                     .copied()
-                    .unwrap_or(self.settings.initial_power);
-                let mut fake = FakeBmc::new(server_id, &self.settings, power);
+                    .unwrap_or((self.settings.initial_power, 0));
+                let mut fake = FakeBmc::with_boots(server_id, &self.settings, power, boots);
                 fake.journal = self.journal.clone();
                 Arc::new(fake)
             })

@@ -121,11 +121,17 @@ impl fmt::Display for BootDevice {
 
 /// What a BMC can do, found out by asking it (Redfish allowable values) or known
 /// from the protocol (IPMI chassis control).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub power_ops: Vec<PowerOp>,
     pub boot_devices: Vec<BootDevice>,
     pub virtual_media: bool,
+    /// The BMC shows a [`RestartMarker`] that changes at every restart of the
+    /// host (Redfish `LastResetTime` or `BootProgress`), so a restart that
+    /// keeps the power on (a warm `GracefulRestart`, a hard reset) can be
+    /// confirmed. Without it, only an Off→On transition proves a restart.
+    #[serde(default)]
+    pub restart_evidence: bool,
 }
 
 impl Capabilities {
@@ -147,12 +153,85 @@ impl Capabilities {
                 BootDevice::Bios,
             ],
             virtual_media: false,
+            restart_evidence: false,
         }
     }
 
     pub fn supports(&self, op: PowerOp) -> bool {
         self.power_ops.contains(&op)
     }
+}
+
+/// What a BMC says about the host's last restart. Read before and after a
+/// reset, a change is evidence that the host restarted; every field is what
+/// the BMC reported, verbatim, for the action's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartMarker {
+    /// Redfish `LastResetTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reset_time: Option<String>,
+    /// Redfish `BootProgress.LastState` ("OSRunning", "None", ...); a state
+    /// "OEM" reads "OEM (<OemLastState>)" when the BMC names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_progress: Option<String>,
+    /// Redfish `BootProgress.LastStateTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_progress_time: Option<String>,
+    /// IPMI Get System Restart Cause, in words ("chassis control command",
+    /// "watchdog expiration", ...; the IPMI v2.0 table 28-11 names).
+    /// It names the cause of the last restart but does not change between two
+    /// restarts of the same cause, so it describes rather than proves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_cause: Option<String>,
+}
+
+impl RestartMarker {
+    /// Whether `self` (read later) shows a restart that `before` did not:
+    /// a new `LastResetTime`, or a `BootProgress` that moved.
+    pub fn shows_restart_since(&self, before: &RestartMarker) -> bool {
+        let moved = |a: &Option<String>, b: &Option<String>| a.is_some() && a != b;
+        moved(&self.last_reset_time, &before.last_reset_time)
+            || moved(&self.boot_progress_time, &before.boot_progress_time)
+            || (self.boot_progress_time.is_none()
+                && moved(&self.boot_progress, &before.boot_progress))
+    }
+
+    /// Whether the BMC gave anything at all.
+    pub fn is_empty(&self) -> bool {
+        *self == RestartMarker::default()
+    }
+}
+
+impl fmt::Display for RestartMarker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(t) = &self.last_reset_time {
+            parts.push(format!("LastResetTime {t}"));
+        }
+        if let Some(s) = &self.boot_progress {
+            match &self.boot_progress_time {
+                Some(t) => parts.push(format!("BootProgress {s} at {t}")),
+                None => parts.push(format!("BootProgress {s}")),
+            }
+        }
+        if let Some(c) = &self.restart_cause {
+            parts.push(format!("restart cause: {c}"));
+        }
+        if parts.is_empty() {
+            f.write_str("no restart marker")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// One read of a BMC: the power and, where the BMC offers one, its restart
+/// marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub power: Power,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<RestartMarker>,
 }
 
 /// What went wrong talking to a BMC. Messages never carry a credential.
@@ -168,6 +247,11 @@ pub enum BmcError {
     Refused(String),
     #[error("the BMC does not support {0}")]
     Unsupported(String),
+    /// The BMC works, but this server's settings for it cannot: several
+    /// systems and no `system_id`, a `system_id` that names nothing usable.
+    /// An operator's question, not the BMC's limit.
+    #[error("the BMC configuration needs attention: {0}")]
+    Config(String),
     #[error("the BMC answered something we cannot understand: {0}")]
     Protocol(String),
 }
@@ -187,6 +271,7 @@ impl BmcError {
             BmcError::Auth(_) => "auth",
             BmcError::Refused(_) => "refused",
             BmcError::Unsupported(_) => "unsupported",
+            BmcError::Config(_) => "config",
             BmcError::Protocol(_) => "protocol",
         }
     }
@@ -201,6 +286,16 @@ pub trait Bmc: Send + Sync + fmt::Debug {
 
     /// The power state now, read from the BMC.
     async fn power_state(&self) -> Result<Power, BmcError>;
+
+    /// The power state and the restart marker, in as few requests as the
+    /// protocol allows (Redfish: one GET of the system). The default has no
+    /// marker.
+    async fn observe(&self) -> Result<Observation, BmcError> {
+        Ok(Observation {
+            power: self.power_state().await?,
+            marker: None,
+        })
+    }
 
     /// Send one power command. Returns once the BMC accepted it, not once the
     /// power changed: the engine confirms the change by polling `power_state`.

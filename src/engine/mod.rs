@@ -5,7 +5,10 @@
 //! store on every change; changes are published as numbered events.
 
 mod error;
+pub mod killpoint;
+mod programs;
 mod recovery;
+mod replay;
 pub mod rules;
 mod runner;
 
@@ -20,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn};
 
-use crate::bmc::{Bmc, BmcError, BmcFactory, Endpoint, Power, Secret, SharedBmc};
+use crate::bmc::{Bmc, BmcError, BmcFactory, Endpoint, Power, PowerOp, Secret, SharedBmc};
 use crate::config::{ServerEntry, SyncSettings, Timeouts};
 use crate::metrics::{ActionLabels, KindLabels, Metrics};
 use crate::model::*;
@@ -157,6 +160,12 @@ struct Slot {
     /// Abort handle of the running action's task.
     running: Option<(String, tokio::task::AbortHandle)>,
     failures: u32,
+    /// Whether the BMC's capabilities were read once since the agent started.
+    checked: bool,
+    /// What the capability check found wrong (no Reset action, a system to
+    /// choose): shown as the server's BMC error until the agent restarts,
+    /// even while power reads succeed.
+    setup_problem: Option<String>,
 }
 
 struct Inner {
@@ -178,6 +187,8 @@ pub struct Engine {
     idle: Notify,
     /// When the sync loop last began or ended a pass (ms), for the watchdog.
     sync_tick: AtomicI64,
+    /// Crash-test hooks (empty in production builds).
+    kill_points: killpoint::KillPoints,
 }
 
 /// Server ids: what an operator types and filters logs on.
@@ -243,6 +254,11 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             sync_tick: AtomicI64::new(now_ms()),
+            kill_points: if cfg!(test) {
+                killpoint::KillPoints::default()
+            } else {
+                killpoint::KillPoints::from_env()
+            },
         });
         let mut known = HashMap::new();
         for rec in engine.store.all_servers()? {
@@ -398,7 +414,30 @@ impl Engine {
             bmc: rec.bmc.key(),
             source,
         })?;
-        if !req.skip_verify {
+        // Whatever refuses the enrolment from here on closes what the driver
+        // opened at the BMC (a session) before answering.
+        let stored = match self.verify_and_store(&mut rec, &bmc, req.skip_verify).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                bmc.close().await;
+                Err(e)
+            }
+        };
+        stored?;
+        info!(server_id = %rec.id, bmc = %rec.bmc.key(), protocol = rec.bmc.protocol.as_str(), "server enrolled");
+        Ok(rec)
+    }
+
+    /// Reads the new server's BMC (unless `skip_verify`), records the server
+    /// and puts it in the map, under one lock so two enrolments of one id
+    /// cannot both pass.
+    async fn verify_and_store(
+        &self,
+        rec: &mut ServerRecord,
+        bmc: &SharedBmc,
+        skip_verify: bool,
+    ) -> Result<()> {
+        if !skip_verify {
             let t = self.settings.timeouts.bmc_command;
             let bmc_err = |source| EngineError::Bmc {
                 server: rec.id.clone(),
@@ -415,17 +454,16 @@ impl Engine {
         if inner.servers.contains_key(&rec.id) {
             return Err(EngineError::AlreadyExists {
                 what: "server",
-                id: rec.id,
+                id: rec.id.clone(),
             });
         }
         if let Credential::Inline(secret) = &rec.bmc.credential {
             rec.bmc.credential = self.store_secret(&rec.id, secret)?;
         }
-        self.store.put_server(&rec)?;
-        insert_slot(&mut inner, rec.clone(), bmc);
-        self.publish(&rec, EventKind::ServerEnrolled, "api")?;
-        info!(server_id = %rec.id, bmc = %rec.bmc.key(), protocol = rec.bmc.protocol.as_str(), "server enrolled");
-        Ok(rec)
+        self.store.put_server(rec)?;
+        insert_slot(&mut inner, rec.clone(), bmc.clone());
+        self.publish(rec, EventKind::ServerEnrolled, "api")?;
+        Ok(())
     }
 
     pub fn get_server(&self, caller: &Caller, id: &str) -> Result<ServerRecord> {
@@ -627,7 +665,7 @@ impl Engine {
         self.store.put_server(&slot.rec)?;
         let rec = slot.rec.clone();
         if kind.uses_bmc() {
-            self.spawn_runner(&mut inner, &action, req, runner::Mode::Fresh);
+            self.spawn_runner(&mut inner, &action, req, false);
         }
         self.publish(&rec, event_kind, cause)?;
         drop(inner);
@@ -649,12 +687,13 @@ impl Engine {
         if let Some(mut prev) = self.store.get_action(old)? {
             if !prev.state.is_terminal() {
                 // A step that was sent but never answered stays visible as such.
-                if let Some(open) = recovery::open_step(&prev) {
+                if let Some(open) = replay::in_flight(&prev.events) {
                     self.add_step(
                         old,
                         &open,
-                        StepPhase::Failed,
-                        &format!("interrupted: superseded by action {by}"),
+                        StepPhase::Interrupted,
+                        &format!("superseded by action {by} while in flight"),
+                        None,
                     )?;
                 }
                 prev.state = ActionState::Superseded;
@@ -669,12 +708,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs an action in a task of its own. `resumed`: an earlier run of the
+    /// agent accepted it (its step log, in `action.events`, says how far it got).
     fn spawn_runner(
         self: &Arc<Self>,
         inner: &mut Inner,
         action: &Action,
         req: ActionRequest,
-        mode: runner::Mode,
+        resumed: bool,
     ) {
         let slot = inner.servers.get_mut(&action.server_id).expect("present");
         let op_lock = inner
@@ -683,25 +724,35 @@ impl Engine {
             .cloned()
             .expect("every server has a BMC lock");
         let slot = inner.servers.get_mut(&action.server_id).expect("present");
-        let run = runner::Run {
-            engine: self.clone(),
-            action_id: action.id.clone(),
-            server_id: action.server_id.clone(),
-            bmc_key: slot.rec.bmc.key(),
-            bmc: slot.bmc.clone(),
+        let run = runner::Run::new(
+            self.clone(),
+            action.id.clone(),
+            action.kind,
+            action.server_id.clone(),
+            slot.rec.bmc.key(),
+            slot.bmc.clone(),
             op_lock,
-        };
+            &action.events,
+            resumed,
+        );
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = InFlight(self.clone());
         let handle = tokio::spawn(async move {
             let _guard = guard;
-            run.execute(req, mode).await;
+            run.execute(req).await;
         });
         slot.running = Some((action.id.clone(), handle.abort_handle()));
     }
 
     /// Records a step event on an action and tells its watchers.
-    fn add_step(&self, action_id: &str, step: &str, phase: StepPhase, detail: &str) -> Result<()> {
+    fn add_step(
+        &self,
+        action_id: &str,
+        step: &str,
+        phase: StepPhase,
+        detail: &str,
+        data: Option<String>,
+    ) -> Result<()> {
         self.store.add_step(
             action_id,
             &StepEvent {
@@ -709,6 +760,7 @@ impl Engine {
                 step: step.to_string(),
                 phase,
                 detail: detail.to_string(),
+                data,
             },
         )?;
         let _ = self.action_updates.send(action_id.to_string());
@@ -901,17 +953,21 @@ impl Engine {
         server_id: &str,
         cause: &str,
     ) -> Option<std::result::Result<Power, BmcError>> {
-        let (bmc, op_lock, protocol) = {
+        let (bmc, op_lock, protocol, checked) = {
             let inner = self.lock();
             let slot = inner.servers.get(server_id)?;
             (
                 slot.bmc.clone(),
                 inner.bmc_locks.get(&slot.rec.bmc.key())?.clone(),
                 slot.rec.bmc.protocol.as_str(),
+                slot.checked,
             )
         };
         let result = {
             let _op = op_lock.lock().await;
+            if !checked {
+                self.check_setup(server_id, &bmc).await;
+            }
             let started = tokio::time::Instant::now();
             let r = with_timeout(self.settings.timeouts.bmc_command, bmc.power_state()).await;
             self.settings
@@ -927,6 +983,32 @@ impl Engine {
             warn!(server_id, error = %e, "cannot record power state");
         }
         Some(result)
+    }
+
+    /// Reads a server's capabilities once, at its first poll, so that a BMC
+    /// that cannot power-control it (no Reset action, several systems and no
+    /// `system_id`) is reported when the agent starts, not at the first action.
+    async fn check_setup(&self, server_id: &str, bmc: &SharedBmc) {
+        let found = with_timeout(self.settings.timeouts.bmc_command, bmc.capabilities()).await;
+        let problem = match &found {
+            Ok(caps) if !caps.supports(PowerOp::On) && !caps.supports(PowerOp::HardReset) => Some(
+                "the BMC offers no power command for this server (neither On nor a reset)"
+                    .to_string(),
+            ),
+            Ok(_) => None,
+            Err(e @ (BmcError::Unsupported(_) | BmcError::Config(_))) => Some(e.to_string()),
+            // Unreachable or refusing now: try again at the next poll.
+            Err(_) => return,
+        };
+        let mut inner = self.lock();
+        let Some(slot) = inner.servers.get_mut(server_id) else {
+            return;
+        };
+        slot.checked = true;
+        if let Some(p) = &problem {
+            warn!(server_id, bmc = %slot.rec.bmc.key(), problem = %p, "this server cannot be power-controlled as configured");
+        }
+        slot.setup_problem = problem;
     }
 
     /// Records a power reading (or a failure to read) and publishes a change.
@@ -945,7 +1027,7 @@ impl Engine {
             Ok(p) => {
                 let never_observed = slot.rec.power_observed_at.is_none();
                 slot.failures = 0;
-                slot.rec.bmc_error = None;
+                slot.rec.bmc_error = slot.setup_problem.clone();
                 slot.rec.power = p.into();
                 slot.rec.power_observed_at = Some(now_ms());
                 let idle = slot.rec.task.is_none();
@@ -1076,6 +1158,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Arms a kill point (crash tests only).
+    #[cfg(any(test, feature = "kill-points"))]
+    pub fn arm_kill_point(&self, point: killpoint::KillPoint, mode: killpoint::KillMode) {
+        self.kill_points.arm(point, mode);
+    }
+
+    /// Resolves once a frozen kill point was reached (engine tests).
+    #[cfg(test)]
+    pub(crate) async fn kill_point_fired(&self) {
+        self.kill_points.fired().await
+    }
+
+    /// Drops every running action where it is, writing nothing: what a crash
+    /// leaves behind (engine tests).
+    #[cfg(test)]
+    pub(crate) fn crash(&self) {
+        let mut inner = self.lock();
+        for slot in inner.servers.values_mut() {
+            if let Some((_, handle)) = slot.running.take() {
+                handle.abort();
+            }
+        }
+    }
+
     /// Resolves once a shutdown began (streams end on it).
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.stopping.subscribe()
@@ -1139,6 +1245,8 @@ fn insert_slot(inner: &mut Inner, rec: ServerRecord, bmc: SharedBmc) {
             bmc,
             running: None,
             failures: 0,
+            checked: false,
+            setup_problem: None,
         },
     );
 }

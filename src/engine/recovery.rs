@@ -1,54 +1,20 @@
 //! What the agent does at start with actions a previous run left unfinished.
 //!
-//! The rule (`DESIGN.md`): a non-idempotent step (hard reset, power cycle,
-//! graceful restart) that was recorded as started may have reached the BMC, so
-//! it is never sent again. The action is finished by the evidence: the power
-//! state the BMC reports. An action that had sent no such step is run again
-//! from the start: its other steps are safe to repeat.
+//! The rule (`DESIGN.md`): the step log is the program counter. Each
+//! unfinished action is resumed by running its program again over its log
+//! (see `replay` and `runner`): steps recorded as ended are not repeated, and
+//! the action continues at the first step that is not. A step that was in
+//! flight is first marked `interrupted`; a non-idempotent one (hard reset,
+//! power cycle, graceful restart) is never sent again, and the action is
+//! finished by the evidence the BMC shows.
 
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::runner::Mode;
+use super::replay;
 use super::{ActionRequest, Engine, Result};
-use crate::model::{Action, StepPhase, VmState};
-
-/// Step names whose BMC command must never be sent twice.
-fn is_non_idempotent(step: &str) -> bool {
-    matches!(step, "hard_reset" | "power_cycle" | "graceful_restart")
-}
-
-/// The last step that was started and neither finished nor failed.
-pub(super) fn open_step(a: &Action) -> Option<String> {
-    let mut open: Option<&str> = None;
-    for e in &a.events {
-        match e.phase {
-            StepPhase::Started => open = Some(&e.step),
-            StepPhase::Finished | StepPhase::Failed if open == Some(e.step.as_str()) => open = None,
-            _ => {}
-        }
-    }
-    open.map(str::to_string)
-}
-
-/// How to resume an interrupted action.
-pub(super) fn resume_mode(a: &Action) -> Mode {
-    let sent = a
-        .events
-        .iter()
-        .rfind(|e| e.phase == StepPhase::Started && is_non_idempotent(&e.step));
-    match sent {
-        Some(s) => Mode::Confirm {
-            step: s.step.clone(),
-            answered: a
-                .events
-                .iter()
-                .any(|e| e.phase == StepPhase::Finished && e.step == s.step && e.at >= s.at),
-        },
-        None => Mode::Rerun,
-    }
-}
+use crate::model::{StepPhase, VmState};
 
 pub(super) fn recover(engine: &Arc<Engine>) -> Result<()> {
     let unfinished = engine.store.unfinished_actions()?;
@@ -63,7 +29,7 @@ pub(super) fn recover(engine: &Arc<Engine>) -> Result<()> {
         }
     }
     drop(inner);
-    for a in unfinished {
+    for mut a in unfinished {
         let server_known = engine.lock().servers.contains_key(&a.server_id);
         let req = ActionRequest::from_action(&a);
         let (Some(req), true, true) = (req, server_known, a.kind.uses_bmc()) else {
@@ -75,94 +41,27 @@ pub(super) fn recover(engine: &Arc<Engine>) -> Result<()> {
             )?;
             continue;
         };
-        if let Some(open) = open_step(&a) {
+        if let Some(open) = replay::in_flight(&a.events) {
             engine.add_step(
                 &a.id,
                 &open,
-                StepPhase::Failed,
-                "no answer recorded: the agent stopped while this step was in flight",
+                StepPhase::Interrupted,
+                "the agent stopped while this step was in flight; whether the BMC received it is unknown",
+                None,
             )?;
+            // The runner reads the log as it is now.
+            a = engine.store.get_action(&a.id)?.unwrap_or(a);
         }
-        let mode = resume_mode(&a);
-        info!(action_id = %a.id, server_id = %a.server_id, mode = ?mode, "resuming action after restart");
+        info!(action_id = %a.id, server_id = %a.server_id, steps = a.events.len(), "resuming action after restart");
         let mut inner = engine.lock();
         if let Some(slot) = inner.servers.get_mut(&a.server_id) {
             slot.rec.task = Some((a.id.clone(), a.kind));
             engine.store.put_server(&slot.rec)?;
         }
-        engine.spawn_runner(&mut inner, &a, req, mode);
+        engine.spawn_runner(&mut inner, &a, req, true);
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::*;
-
-    fn action(steps: &[(&str, StepPhase)]) -> Action {
-        Action {
-            id: "a".into(),
-            server_id: "s".into(),
-            kind: ActionKind::RebootHard,
-            state: ActionState::Running,
-            params: Default::default(),
-            request_id: None,
-            caller: Caller::agent(),
-            created_at: 0,
-            started_at: None,
-            finished_at: None,
-            message: String::new(),
-            events: steps
-                .iter()
-                .enumerate()
-                .map(|(i, (s, p))| StepEvent {
-                    at: i as i64,
-                    step: s.to_string(),
-                    phase: *p,
-                    detail: String::new(),
-                })
-                .collect(),
-            superseded_by: None,
-        }
-    }
-
-    #[test]
-    fn a_sent_reset_is_never_rerun() {
-        use StepPhase::*;
-        let a = action(&[
-            ("read_power", Started),
-            ("read_power", Finished),
-            ("hard_reset", Started),
-        ]);
-        assert_eq!(open_step(&a).as_deref(), Some("hard_reset"));
-        assert_eq!(
-            resume_mode(&a),
-            Mode::Confirm {
-                step: "hard_reset".into(),
-                answered: false
-            }
-        );
-        // Even once recovery closed the open step, a second restart must not re-send.
-        let a = action(&[("hard_reset", Started), ("hard_reset", Failed)]);
-        assert!(matches!(
-            resume_mode(&a),
-            Mode::Confirm {
-                answered: false,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn only_idempotent_steps_sent_means_rerun() {
-        use StepPhase::*;
-        let a = action(&[
-            ("graceful_off", Started),
-            ("graceful_off", Finished),
-            ("wait_off", Started),
-        ]);
-        assert_eq!(resume_mode(&a), Mode::Rerun);
-        assert_eq!(open_step(&a).as_deref(), Some("wait_off"));
-    }
-}
+mod tests {}

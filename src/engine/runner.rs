@@ -1,49 +1,109 @@
-//! Runs one accepted action against its BMC, step by step.
+//! Runs one accepted action against its BMC, step by step, and resumes one
+//! that a previous run of the agent left unfinished.
 //!
-//! Each BMC command is one step: it is recorded as started (on disk) right
-//! before it is sent, under the BMC's lock, and as finished or failed after.
-//! Waits for a power state are one step each, whatever number of reads they
-//! take.
+//! Each BMC command is one step: recorded as started (on disk) right before it
+//! is sent, under the BMC's lock, and as finished or failed after, with what
+//! it returned. Waits for a power state or for a restart are one step each,
+//! whatever number of reads they take. The step log is the program counter
+//! (see [`super::replay`]): a resumed action runs its program from the top,
+//! replaying recorded steps without BMC traffic, and continues at the first
+//! step not recorded as ended:
+//!
+//! - a read (discover, read_power) is made again;
+//! - an idempotent command (on, off, graceful off, boot device, media) is
+//!   re-sent only when the power state read now says it is still needed;
+//! - a non-idempotent command (hard reset, power cycle, graceful restart) is
+//!   never re-sent: the action goes on to its confirmation step, and what the
+//!   BMC shows decides how it ends;
+//! - a wait continues until its original deadline.
+//!
+//! The programs themselves (which steps each action takes) are in
+//! [`super::programs`].
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{info_span, warn, Instrument};
 
+use super::killpoint::Boundary;
+use super::replay::{Cursor, Ending, Entry, RECOVERY_STEP};
 use super::{vm_state_for, with_timeout, ActionRequest, BootSource, Engine};
-use crate::bmc::{BmcError, BootDevice, Capabilities, Power, PowerOp, SharedBmc};
-use crate::model::{ActionKind, StepPhase, VmState};
-use std::sync::Arc;
-
-/// How the runner starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Mode {
-    /// A newly accepted action.
-    Fresh,
-    /// After a restart, when no non-idempotent step had been sent: run it again.
-    Rerun,
-    /// After a restart, when the non-idempotent `step` had been sent (and
-    /// `answered` says whether the BMC acknowledged it): never re-send it; read
-    /// the power state and finish by the evidence.
-    Confirm { step: String, answered: bool },
-}
+use crate::bmc::{BmcError, Observation, Power, PowerOp, SharedBmc};
+use crate::model::{now_ms, ActionKind, StepEvent, StepPhase, VmState};
 
 /// Why an action failed, phrased for the caller.
-type Failure = String;
+pub(super) type Failure = String;
 
 pub(super) struct Run {
     pub engine: Arc<Engine>,
     pub action_id: String,
+    pub kind: ActionKind,
     pub server_id: String,
     pub bmc_key: String,
     pub bmc: SharedBmc,
     pub op_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The action was accepted by an earlier run of the agent.
+    resumed: bool,
+    cursor: Mutex<Cursor>,
+    /// The step this run resumed at, once reached.
+    resumed_at: Mutex<Option<String>>,
+    /// Non-idempotent commands that were in flight when the agent stopped and
+    /// were not re-sent: whether the BMC got them is unknown.
+    in_doubt: Mutex<Vec<PowerOp>>,
+}
+
+/// How a wait for a restart ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Restart {
+    /// Power on, and the restart seen as the BMC allows (detail says how).
+    Confirmed(String),
+    /// No sign of a restart (no marker change, no power off) in time.
+    NoSign(String),
+    /// A restart began but the power did not come back in time.
+    NotOn(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Run {
-    pub async fn execute(self, req: ActionRequest, mode: Mode) {
+    /// `history`: the step log so far (empty for a new action); `resumed`:
+    /// whether an earlier run of the agent accepted it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        engine: Arc<Engine>,
+        action_id: String,
+        kind: ActionKind,
+        server_id: String,
+        bmc_key: String,
+        bmc: SharedBmc,
+        op_lock: Arc<tokio::sync::Mutex<()>>,
+        history: &[StepEvent],
+        resumed: bool,
+    ) -> Run {
+        Run {
+            engine,
+            action_id,
+            kind,
+            server_id,
+            bmc_key,
+            bmc,
+            op_lock,
+            resumed,
+            cursor: Mutex::new(Cursor::new(history)),
+            resumed_at: Mutex::new(None),
+            in_doubt: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub async fn execute(self, req: ActionRequest) {
         let span = info_span!("action", server_id = %self.server_id, action_id = %self.action_id, bmc = %self.bmc_key, action = %req.kind());
         async move {
+            self.kill(RECOVERY_STEP, Boundary::Accepted).await;
             match self.engine.mark_running(&self.action_id) {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -52,21 +112,19 @@ impl Run {
                     return;
                 }
             }
-            let result = match mode {
-                Mode::Fresh => self.perform(&req).await,
-                Mode::Rerun => {
-                    self.note(
-                        "recovery",
-                        "the agent restarted before any non-idempotent step was sent; running the action again",
-                    );
-                    self.perform(&req).await
-                }
-                Mode::Confirm { step, answered } => self.confirm(&req, &step, answered).await,
-            };
+            let mut result = self.perform(&req).await;
             if let ActionRequest::Reinstall(BootSource::VirtualMedia(_)) = &req {
                 // The image is ejected when the action ends, however it ends.
-                if let Err(e) = self.call("eject_media", self.bmc.eject_media()).await {
+                if let Err(e) = self.effect("eject_media", || self.bmc.eject_media()).await {
                     warn!(error = %e, "virtual media eject failed");
+                }
+            }
+            match &mut result {
+                Ok(m) | Err(m) => {
+                    if let Some(tail) = self.resume_story(m) {
+                        m.push_str("; ");
+                        m.push_str(&tail);
+                    }
                 }
             }
             let vm_state = match (&result, req.kind()) {
@@ -88,204 +146,126 @@ impl Run {
         .await
     }
 
-    async fn perform(&self, req: &ActionRequest) -> Result<String, Failure> {
-        let t = &self.engine.settings.timeouts;
-        match req {
-            ActionRequest::Reboot { hard: true } => {
-                let caps = self.capabilities().await?;
-                if self.read_power().await? == Power::On {
-                    self.hard_reboot(&caps).await?;
-                } else {
-                    self.send(PowerOp::On).await?;
-                }
-                self.require(Power::On, t.power_confirm).await?;
-                Ok("rebooted (HARD)".into())
-            }
-            ActionRequest::Reboot { hard: false } => self.soft_reboot().await,
-            ActionRequest::Start => {
-                self.send(PowerOp::On).await?;
-                self.require(Power::On, t.power_confirm).await?;
-                Ok("powered on".into())
-            }
-            ActionRequest::Stop { force: true } => {
-                self.send(PowerOp::ForceOff).await?;
-                self.require(Power::Off, t.power_confirm).await?;
-                Ok("powered off (forced)".into())
-            }
-            ActionRequest::Stop { force: false } => {
-                self.send(PowerOp::GracefulOff).await?;
-                if self.wait_for(Power::Off, t.graceful_stop).await? {
-                    return Ok("powered off (graceful)".into());
-                }
-                self.note(
-                    "fallback_force_off",
-                    &format!(
-                        "the server was still on {} after a graceful shutdown; forcing it off",
-                        human(t.graceful_stop)
-                    ),
-                );
-                self.send(PowerOp::ForceOff).await?;
-                self.require(Power::Off, t.power_confirm).await?;
-                Ok(format!(
-                    "powered off: graceful shutdown did not finish within {}, so the power was forced off",
-                    human(t.graceful_stop)
-                ))
-            }
-            ActionRequest::Reinstall(source) => {
-                let caps = self.capabilities().await?;
-                match source {
-                    BootSource::Pxe => {
-                        self.call("set_boot_pxe", self.bmc.set_boot_once(BootDevice::Pxe))
-                            .await?;
-                    }
-                    BootSource::VirtualMedia(url) => {
-                        if !caps.virtual_media {
-                            return Err(
-                                "this BMC offers no virtual media; reinstall with PXE instead"
-                                    .into(),
-                            );
-                        }
-                        self.call("insert_media", self.bmc.insert_media(url))
-                            .await?;
-                        self.call("set_boot_cd", self.bmc.set_boot_once(BootDevice::Cd))
-                            .await?;
-                    }
-                }
-                if self.read_power().await? == Power::On {
-                    self.power_cycle(&caps).await?;
-                } else {
-                    self.send(PowerOp::On).await?;
-                }
-                self.require(Power::On, t.power_confirm).await?;
-                Ok(match source {
-                    BootSource::Pxe => "boot device set to PXE for the next boot; server power-cycled and on".into(),
-                    BootSource::VirtualMedia(_) => "virtual media inserted and set as the next boot device; server power-cycled and on".into(),
-                })
-            }
-            ActionRequest::ResetState(_) | ActionRequest::Lock | ActionRequest::Unlock => {
-                Err("internal: this action has no BMC steps".into())
-            }
+    /// How a resumed action says so in its message (`said`: the message so
+    /// far, which may already tell of a command left in doubt).
+    fn resume_story(&self, said: &str) -> Option<String> {
+        if !self.resumed {
+            return None;
         }
-    }
-
-    async fn soft_reboot(&self) -> Result<String, Failure> {
-        let t = &self.engine.settings.timeouts;
-        let caps = self.capabilities().await?;
-        let graceful_restart = caps.supports(PowerOp::GracefulRestart);
-        if graceful_restart {
-            self.send(PowerOp::GracefulRestart).await?;
-        } else {
-            self.send(PowerOp::GracefulOff).await?;
-        }
-        if self.wait_for(Power::Off, t.soft_reboot).await? {
-            if !graceful_restart {
-                self.send(PowerOp::On).await?;
-            }
-            self.require(Power::On, t.power_confirm).await?;
-            return Ok("rebooted (SOFT)".into());
-        }
-        self.note(
-            "fallback_hard",
-            &format!(
-                "the server did not power off within {} of the soft reboot; falling back to a HARD reboot",
-                human(t.soft_reboot)
-            ),
-        );
-        self.hard_reboot(&caps).await?;
-        self.require(Power::On, t.power_confirm).await?;
-        Ok(format!(
-            "rebooted: the SOFT reboot did not power the server off within {}, so it fell back to HARD",
-            human(t.soft_reboot)
-        ))
-    }
-
-    /// Reset a running server: hard reset, else power cycle, else off then on.
-    async fn hard_reboot(&self, caps: &Capabilities) -> Result<(), Failure> {
-        for op in [PowerOp::HardReset, PowerOp::PowerCycle] {
-            if caps.supports(op) {
-                return self.send(op).await;
-            }
-        }
-        self.off_then_on().await
-    }
-
-    /// Cycle a running server so it boots again: power cycle, else hard
-    /// reset, else off then on.
-    async fn power_cycle(&self, caps: &Capabilities) -> Result<(), Failure> {
-        for op in [PowerOp::PowerCycle, PowerOp::HardReset] {
-            if caps.supports(op) {
-                return self.send(op).await;
-            }
-        }
-        self.off_then_on().await
-    }
-
-    async fn off_then_on(&self) -> Result<(), Failure> {
-        self.send(PowerOp::ForceOff).await?;
-        self.require(Power::Off, self.engine.settings.timeouts.power_confirm)
-            .await?;
-        self.send(PowerOp::On).await
-    }
-
-    /// After a restart: never re-send `step`; finish by what the BMC reports.
-    async fn confirm(
-        &self,
-        req: &ActionRequest,
-        step: &str,
-        answered: bool,
-    ) -> Result<String, Failure> {
-        let want = if req.kind() == ActionKind::Stop {
-            Power::Off
-        } else {
-            Power::On
+        let mut story = match lock(&self.resumed_at).as_deref() {
+            Some(step) => format!("resumed after an agent restart at step {step}"),
+            None => "finished after an agent restart without repeating a step".into(),
         };
-        let what = if answered {
-            format!("{step} had been acknowledged by the BMC before the agent restarted")
-        } else {
-            format!("the agent restarted while {step} was in flight; it is not re-sent")
-        };
-        self.note("recovery", &format!("{what}; reading the power state"));
-        let limit = self.engine.settings.timeouts.power_confirm;
-        if self.wait_for(want, limit).await? {
-            Ok(format!(
-                "recovered after an agent restart: {what}; the BMC reports power {want}"
-            ))
-        } else {
-            Err(format!(
-                "recovered after an agent restart: {what}; the BMC did not report power {want} within {}",
-                human(limit)
-            ))
+        let doubt: Vec<&str> = lock(&self.in_doubt).iter().map(|op| op.as_str()).collect();
+        if !doubt.is_empty() && !said.contains("not re-sent") {
+            story.push_str(&format!(
+                " ({} was in flight when the agent stopped and was not re-sent)",
+                doubt.join(", ")
+            ));
         }
+        Some(story)
     }
 
-    // ---- steps ----
+    /// Whether `op` was in flight at a crash and not re-sent.
+    pub(super) fn in_doubt(&self, op: PowerOp) -> bool {
+        lock(&self.in_doubt).contains(&op)
+    }
 
-    fn step(&self, step: &str, phase: StepPhase, detail: &str) -> Result<(), Failure> {
+    // ---- the log ----
+
+    async fn kill(&self, step: &str, boundary: Boundary) {
         self.engine
-            .add_step(&self.action_id, step, phase, detail)
+            .kill_points
+            .hit(self.kind, &self.server_id, step, boundary)
+            .await;
+    }
+
+    fn record(
+        &self,
+        step: &str,
+        phase: StepPhase,
+        detail: &str,
+        data: Option<String>,
+    ) -> Result<(), Failure> {
+        self.engine
+            .add_step(&self.action_id, step, phase, detail, data)
             .map_err(|e| format!("cannot record step {step}: {e}"))
     }
 
-    fn note(&self, step: &str, detail: &str) {
-        if let Err(e) = self.step(step, StepPhase::Note, detail) {
+    /// A note, written once: a replayed run does not write again what the
+    /// log already holds (notes come before the steps that follow them).
+    pub(super) fn note(&self, step: &str, detail: &str) {
+        if !lock(&self.cursor).at_end() {
+            return;
+        }
+        if let Err(e) = self.record(step, StepPhase::Note, detail, None) {
             warn!(error = %e, "cannot record note");
         }
     }
 
-    /// One BMC command as one step, written ahead, under the BMC's lock.
-    async fn call<T>(
+    /// Takes the program's next step from the log; at the resume point,
+    /// says where the action resumes.
+    fn enter(&self, step: &str) -> Result<Entry, Failure> {
+        let (entry, replayed) = {
+            let mut c = lock(&self.cursor);
+            let entry = c.enter(step).map_err(|e| {
+                format!("cannot resume after the agent restarted: {e}; nothing more was sent")
+            })?;
+            let replayed: Vec<String> = c.replayed().iter().map(|s| s.to_string()).collect();
+            (entry, replayed)
+        };
+        if self.resumed && !matches!(entry, Entry::Replay(_)) {
+            let mut at = lock(&self.resumed_at);
+            if at.is_none() {
+                *at = Some(step.to_string());
+                drop(at);
+                let done: Vec<&str> = replayed
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| *s != step)
+                    .collect();
+                let detail = if done.is_empty() {
+                    format!("the agent restarted; resuming at step {step}")
+                } else {
+                    format!(
+                        "the agent restarted; resuming at step {step}; done before and not repeated: {}",
+                        done.join(", ")
+                    )
+                };
+                self.record(RECOVERY_STEP, StepPhase::Note, &detail, None)?;
+            }
+        }
+        Ok(entry)
+    }
+
+    fn replayed_failure(&self, step: &str, detail: &str) -> Failure {
+        format!("{step} failed: {detail} (BMC {})", self.bmc_key)
+    }
+
+    // ---- steps ----
+
+    /// One BMC call as one step, written ahead, under the BMC's lock.
+    async fn live<T, F>(
         &self,
         step: &str,
-        fut: impl std::future::Future<Output = Result<T, BmcError>>,
-    ) -> Result<T, Failure> {
+        fut: F,
+        describe: impl FnOnce(&T) -> (String, Option<String>),
+    ) -> Result<T, Failure>
+    where
+        F: std::future::Future<Output = Result<T, BmcError>>,
+    {
         let result = {
             let _op = self.op_lock.lock().await;
-            self.step(step, StepPhase::Started, "")?;
-            with_timeout(self.engine.settings.timeouts.bmc_command, fut).await
+            self.record(step, StepPhase::Started, "", None)?;
+            self.kill(step, Boundary::Started).await;
+            let r = with_timeout(self.engine.settings.timeouts.bmc_command, fut).await;
+            self.kill(step, Boundary::Answered).await;
+            r
         };
-        match result {
+        let out = match result {
             Ok(v) => {
-                self.step(step, StepPhase::Finished, "")?;
+                let (detail, data) = describe(&v);
+                self.record(step, StepPhase::Finished, &detail, data)?;
                 Ok(v)
             }
             Err(e) => {
@@ -295,94 +275,330 @@ impl Run {
                     .map(|r| r.bmc.protocol.as_str())
                     .unwrap_or("unknown");
                 self.engine.settings.metrics.bmc_error(protocol, e.kind());
-                self.step(step, StepPhase::Failed, &e.to_string())?;
+                self.record(step, StepPhase::Failed, &e.to_string(), None)?;
                 Err(format!("{step} failed: {e} (BMC {})", self.bmc_key))
+            }
+        };
+        self.kill(step, Boundary::Finished).await;
+        out
+    }
+
+    /// A read that changes nothing at the BMC; its answer is kept in the log
+    /// so a resumed run takes the same path.
+    pub(super) async fn read<T, F, Fut>(
+        &self,
+        step: &str,
+        call: F,
+        describe: impl FnOnce(&T) -> String,
+    ) -> Result<T, Failure>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, BmcError>>,
+    {
+        match self.enter(step)? {
+            Entry::Replay(r) if r.ending == Ending::Finished => {
+                match r.data.as_deref().map(serde_json::from_str::<T>) {
+                    Some(Ok(v)) => return Ok(v),
+                    _ => {
+                        return Err(format!(
+                            "cannot resume after the agent restarted: the log has no readable answer for {step}; nothing more was sent"
+                        ))
+                    }
+                }
+            }
+            Entry::Replay(r) => return Err(self.replayed_failure(step, &r.detail)),
+            Entry::InFlight(_) | Entry::Live => {}
+        }
+        self.live(step, call(), |v| {
+            (describe(v), serde_json::to_string(v).ok())
+        })
+        .await
+    }
+
+    /// An idempotent command with no power effect (boot device, media).
+    pub(super) async fn effect<F, Fut>(&self, step: &str, call: F) -> Result<(), Failure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), BmcError>>,
+    {
+        match self.enter(step)? {
+            Entry::Replay(r) if r.ending == Ending::Finished => Ok(()),
+            Entry::Replay(r) => Err(self.replayed_failure(step, &r.detail)),
+            // Safe to send again: the same setting twice is the setting once.
+            Entry::InFlight(_) | Entry::Live => {
+                self.live(step, call(), |_| (String::new(), None)).await
             }
         }
     }
 
-    async fn send(&self, op: PowerOp) -> Result<(), Failure> {
-        self.call(op.as_str(), self.bmc.power(op)).await
-    }
-
-    async fn capabilities(&self) -> Result<Capabilities, Failure> {
-        self.call("discover", self.bmc.capabilities()).await
-    }
-
-    async fn read_power(&self) -> Result<Power, Failure> {
-        let p = self.call("read_power", self.bmc.power_state()).await?;
-        let _ = self.engine.observe_power(&self.server_id, Ok(p), "action");
-        Ok(p)
+    /// A power command.
+    pub(super) async fn command(&self, op: PowerOp) -> Result<(), Failure> {
+        let step = op.as_str();
+        match self.enter(step)? {
+            Entry::Replay(r) if r.ending == Ending::Finished => Ok(()),
+            Entry::Replay(r) => Err(self.replayed_failure(step, &r.detail)),
+            Entry::InFlight(_) if !op.is_idempotent() => {
+                lock(&self.in_doubt).push(op);
+                self.record(
+                    RECOVERY_STEP,
+                    StepPhase::Note,
+                    &format!(
+                        "{step} was in flight when the agent stopped; it is not re-sent (it may have reached the BMC); what the BMC shows decides the outcome"
+                    ),
+                    None,
+                )?;
+                Ok(())
+            }
+            Entry::InFlight(_) => {
+                let target = match op {
+                    PowerOp::On => Some(Power::On),
+                    PowerOp::ForceOff | PowerOp::GracefulOff => Some(Power::Off),
+                    _ => None,
+                };
+                if let Some(target) = target {
+                    if let Ok(obs) = self.poll_once().await {
+                        if obs.power == target {
+                            self.record(
+                                step,
+                                StepPhase::Finished,
+                                &format!(
+                                    "not re-sent after the agent restarted: the BMC already reports power {target}"
+                                ),
+                                None,
+                            )?;
+                            return Ok(());
+                        }
+                    }
+                }
+                self.live(step, self.bmc.power(op), |_| (String::new(), None))
+                    .await
+            }
+            Entry::Live => {
+                self.live(step, self.bmc.power(op), |_| (String::new(), None))
+                    .await
+            }
+        }
     }
 
     /// One read outside the step log (waits make many).
-    async fn poll_once(&self) -> Result<Power, BmcError> {
+    async fn poll_once(&self) -> Result<Observation, BmcError> {
         let r = {
             let _op = self.op_lock.lock().await;
             with_timeout(
                 self.engine.settings.timeouts.bmc_command,
-                self.bmc.power_state(),
+                self.bmc.observe(),
             )
             .await
         };
-        if let Ok(p) = r {
-            let _ = self.engine.observe_power(&self.server_id, Ok(p), "action");
+        if let Ok(obs) = &r {
+            let _ = self
+                .engine
+                .observe_power(&self.server_id, Ok(obs.power), "action");
         }
         r
     }
 
-    /// Waits up to `limit` for power `want`, as one step. `Ok(false)` on timeout.
-    async fn wait_for(&self, want: Power, limit: Duration) -> Result<bool, Failure> {
+    /// Starts (or, after a restart, continues) a wait step; returns its
+    /// deadline.
+    fn begin_wait(
+        &self,
+        step: &str,
+        limit: Duration,
+        detail: &str,
+    ) -> Result<Result<Instant, Entry>, Failure> {
+        match self.enter(step)? {
+            Entry::Live => {
+                self.record(step, StepPhase::Started, detail, None)?;
+                Ok(Ok(Instant::now() + limit))
+            }
+            Entry::InFlight(r) => {
+                // The original deadline; at least one read is still made.
+                let left = (r.started_at + limit.as_millis() as i64 - now_ms()).max(0);
+                Ok(Ok(Instant::now() + Duration::from_millis(left as u64)))
+            }
+            replay @ Entry::Replay(_) => Ok(Err(replay)),
+        }
+    }
+
+    /// Waits up to `limit` for power `want`, as one step: `Ok(Some(detail))`
+    /// once reached, `Ok(None)` on timeout.
+    pub(super) async fn wait_power(
+        &self,
+        want: Power,
+        limit: Duration,
+    ) -> Result<Option<String>, Failure> {
         let step = format!("wait_{want}");
-        self.step(
-            &step,
-            StepPhase::Started,
-            &format!("up to {}", human(limit)),
-        )?;
+        let deadline = match self.begin_wait(&step, limit, &format!("up to {}", human(limit)))? {
+            Ok(d) => d,
+            Err(Entry::Replay(r)) => {
+                return Ok((r.ending == Ending::Finished).then_some(r.detail));
+            }
+            Err(_) => unreachable!("begin_wait hands back only replays"),
+        };
+        self.kill(&step, Boundary::Started).await;
         let started = Instant::now();
-        let deadline = started + limit;
         let poll = self.engine.settings.timeouts.confirm_poll;
-        loop {
+        let out = loop {
             let last = match self.poll_once().await {
-                Ok(p) if p == want => {
-                    self.step(
-                        &step,
-                        StepPhase::Finished,
-                        &format!("{want} after {}", human(started.elapsed())),
-                    )?;
-                    return Ok(true);
+                Ok(o) if o.power == want => {
+                    let detail = format!("{want} after {}", human(started.elapsed()));
+                    self.record(&step, StepPhase::Finished, &detail, None)?;
+                    break Some(detail);
                 }
-                Ok(p) => format!("still {p}"),
+                Ok(o) => format!("still {}", o.power),
                 Err(e) => format!("last read failed: {e}"),
             };
             let now = Instant::now();
             if now >= deadline {
-                self.step(
+                self.record(
                     &step,
                     StepPhase::Failed,
-                    &format!("not {want} after {}: {}", human(limit), last),
+                    &format!("not {want} after {}: {last}", human(limit)),
+                    None,
                 )?;
-                return Ok(false);
+                break None;
             }
             tokio::time::sleep(poll.min(deadline - now)).await;
-        }
+        };
+        self.kill(&step, Boundary::Finished).await;
+        Ok(out)
     }
 
-    /// Like `wait_for`, but not reaching `want` fails the action.
-    async fn require(&self, want: Power, limit: Duration) -> Result<(), Failure> {
-        if self.wait_for(want, limit).await? {
-            Ok(())
-        } else {
-            Err(format!(
+    /// Like `wait_power`, but not reaching `want` fails the action.
+    pub(super) async fn require(&self, want: Power, limit: Duration) -> Result<String, Failure> {
+        match self.wait_power(want, limit).await? {
+            Some(detail) => Ok(detail),
+            None => Err(format!(
                 "the BMC did not report power {want} within {} (BMC {})",
                 human(limit),
                 self.bmc_key
-            ))
+            )),
         }
+    }
+
+    /// After a reset or restart request: waits up to `sign_limit` for a sign
+    /// that the host restarted — the BMC's restart marker moved since
+    /// `before`, or the power was seen off — then up to `on_limit` for power
+    /// on. A BMC that offers no marker (`evidence` false) gives no sign but a
+    /// power blip: the wait then ends at the first reading of power on, and
+    /// says that the restart itself is not confirmed.
+    pub(super) async fn wait_restart(
+        &self,
+        before: &Observation,
+        evidence: bool,
+        sign_limit: Duration,
+        on_limit: Duration,
+    ) -> Result<Restart, Failure> {
+        const STEP: &str = "wait_restart";
+        const OFF_SEEN: &str = "power_off_seen";
+        let plan = if evidence {
+            format!(
+                "up to {} for a sign of restart ({}), then up to {} for power on",
+                human(sign_limit),
+                before.marker.clone().unwrap_or_default(),
+                human(on_limit)
+            )
+        } else {
+            format!("up to {} for power on", human(on_limit))
+        };
+        let limit = if evidence { sign_limit } else { on_limit };
+        let sign_deadline = match self.begin_wait(STEP, limit, &plan)? {
+            Ok(d) => d,
+            Err(Entry::Replay(r)) => {
+                return Ok(match r.ending {
+                    Ending::Finished => Restart::Confirmed(r.detail),
+                    _ if r.data.as_deref() == Some("no_sign") => Restart::NoSign(r.detail),
+                    _ => Restart::NotOn(r.detail),
+                });
+            }
+            Err(_) => unreachable!("begin_wait hands back only replays"),
+        };
+        self.kill(STEP, Boundary::Started).await;
+        let mut off_seen = lock(&self.cursor)
+            .notes_of_last()
+            .iter()
+            .any(|n| n == OFF_SEEN);
+        let started = Instant::now();
+        let poll = self.engine.settings.timeouts.confirm_poll;
+        let mut sign: Option<(Instant, String)> = None;
+        let out = loop {
+            let obs = self.poll_once().await;
+            let last = match &obs {
+                Ok(o) => format!("power {}", o.power),
+                Err(e) => format!("last read failed: {e}"),
+            };
+            if let Ok(o) = &obs {
+                if o.power == Power::Off && !off_seen {
+                    off_seen = true;
+                    self.note(
+                        OFF_SEEN,
+                        &format!("power off seen after {}", human(started.elapsed())),
+                    );
+                }
+                if sign.is_none() {
+                    let moved = match (&o.marker, &before.marker) {
+                        (Some(now), Some(was)) if evidence && now.shows_restart_since(was) => {
+                            Some(format!("restart seen: {was} → {now}"))
+                        }
+                        _ => None,
+                    };
+                    sign = match (moved, off_seen) {
+                        (Some(m), _) => Some((Instant::now(), m)),
+                        (None, true) => Some((
+                            Instant::now(),
+                            "restart seen: the power went off and came back".to_string(),
+                        )),
+                        (None, false) if !evidence => Some((
+                            Instant::now(),
+                            "the BMC offers no restart evidence (no restart marker, no power blip seen), so the restart itself is not confirmed".to_string(),
+                        )),
+                        (None, false) => None,
+                    };
+                }
+                if let (Some((_, how)), Power::On) = (&sign, o.power) {
+                    let detail = format!("{how}; power on after {}", human(started.elapsed()));
+                    self.record(STEP, StepPhase::Finished, &detail, None)?;
+                    break Restart::Confirmed(detail);
+                }
+            }
+            let now = Instant::now();
+            let deadline = match &sign {
+                Some((at, _)) => (*at + on_limit).max(sign_deadline),
+                None => sign_deadline,
+            };
+            if now >= deadline {
+                let (detail, data, out): (String, _, fn(String) -> Restart) = match &sign {
+                    None => (
+                        format!(
+                            "no sign of a restart within {}: {} and the power never went off; {last}",
+                            human(sign_limit),
+                            match (&obs, &before.marker) {
+                                (Ok(Observation { marker: Some(m), .. }), _) => format!("the BMC still shows {m}"),
+                                (_, Some(m)) => format!("the BMC showed {m} before"),
+                                _ => "no restart marker".to_string(),
+                            }
+                        ),
+                        Some("no_sign".to_string()),
+                        Restart::NoSign,
+                    ),
+                    Some((_, how)) => (
+                        format!("{how}, but the power was not on within {}; {last}", human(on_limit)),
+                        None,
+                        Restart::NotOn,
+                    ),
+                };
+                self.record(STEP, StepPhase::Failed, &detail, data)?;
+                break out(detail);
+            }
+            tokio::time::sleep(poll.min(deadline - now)).await;
+        };
+        self.kill(STEP, Boundary::Finished).await;
+        Ok(out)
     }
 }
 
-fn human(d: Duration) -> String {
+pub(super) fn human(d: Duration) -> String {
     humantime_serde::re::humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
         .to_string()
 }

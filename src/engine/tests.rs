@@ -137,9 +137,16 @@ async fn hard_reboot_resets_a_running_server() {
             "read_power:finished",
             "hard_reset:started",
             "hard_reset:finished",
-            "wait_on:started",
-            "wait_on:finished"
+            "wait_restart:started",
+            "wait_restart:finished"
         ]
+    );
+    // An IPMI-like BMC shows no restart marker: the message says so.
+    assert!(
+        a.message.contains("hard_reset acknowledged")
+            && a.message.contains("restart itself is not confirmed"),
+        "{}",
+        a.message
     );
     let s = rig.server("s1");
     assert_eq!(s.task, None);
@@ -169,7 +176,11 @@ async fn soft_reboot_is_graceful_off_then_on() {
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded);
-    assert_eq!(a.message, "rebooted (SOFT)");
+    assert!(
+        a.message.starts_with("rebooted (SOFT): the OS shut down"),
+        "{}",
+        a.message
+    );
     assert_eq!(fake.power_ops(), vec![PowerOp::GracefulOff, PowerOp::On]);
 }
 
@@ -580,5 +591,151 @@ async fn a_reset_in_flight_at_a_crash_is_not_resent_after_restart() {
 }
 
 fn open_step_name(a: &Action) -> Option<String> {
-    super::recovery::open_step(a)
+    super::replay::in_flight(&a.events)
 }
+
+fn firmware_like() -> FakeSettings {
+    FakeSettings {
+        graceful_restart: true,
+        restart_evidence: true,
+        ..FakeSettings::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hard_reboot_records_the_restart_marker_it_saw_move() {
+    let rig = rig_with(firmware_like(), Store::open_in_memory().unwrap());
+    let fake = rig.enroll("s1", Power::On).await;
+    // Like sushy and slow firmware: the reset shows only after a while, and
+    // until then "on" is what the BMC says before and after.
+    fake.set_effect_delay(Duration::from_secs(4));
+    let a = rig
+        .submit("s1", ActionRequest::Reboot { hard: true })
+        .unwrap();
+    let a = rig.wait(&a.id).await;
+    assert_eq!(a.state, ActionState::Succeeded, "{a:#?}");
+    assert_eq!(fake.power_ops(), vec![PowerOp::HardReset]);
+    assert_eq!(fake.boots(), 1);
+    let read = a
+        .events
+        .iter()
+        .find(|e| e.step == "read_power" && e.phase == StepPhase::Finished)
+        .unwrap();
+    assert_eq!(read.detail, "on; LastResetTime boot-0");
+    let wait = a
+        .events
+        .iter()
+        .find(|e| e.step == "wait_restart" && e.phase == StepPhase::Finished)
+        .unwrap();
+    assert!(
+        wait.detail
+            .contains("LastResetTime boot-0 → LastResetTime boot-1"),
+        "{}",
+        wait.detail
+    );
+    assert!(a.message.contains("restart seen"), "{}", a.message);
+}
+
+#[tokio::test(start_paused = true)]
+async fn soft_reboot_uses_a_warm_graceful_restart_only_with_evidence_and_resets_once() {
+    // Defect: GracefulRestart keeps the power on; waiting for "off" timed out
+    // and a ForceRestart followed — two resets for one SOFT reboot.
+    let rig = rig_with(firmware_like(), Store::open_in_memory().unwrap());
+    let fake = rig.enroll("s1", Power::On).await;
+    fake.set_effect_delay(Duration::from_secs(20));
+    let started = tokio::time::Instant::now();
+    let a = rig
+        .submit("s1", ActionRequest::Reboot { hard: false })
+        .unwrap();
+    let a = rig.wait(&a.id).await;
+    assert_eq!(a.state, ActionState::Succeeded, "{a:#?}");
+    assert_eq!(fake.power_ops(), vec![PowerOp::GracefulRestart]);
+    assert_eq!(fake.boots(), 1);
+    assert!(started.elapsed() < Timeouts::default().soft_reboot);
+    assert!(
+        a.message
+            .starts_with("rebooted (SOFT): graceful restart; restart seen"),
+        "{}",
+        a.message
+    );
+    assert!(!a.events.iter().any(|e| e.step == "fallback_hard"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_restart_evidence_a_soft_reboot_takes_the_observable_path() {
+    let fake_settings = FakeSettings {
+        graceful_restart: true,
+        ..FakeSettings::default()
+    };
+    let rig = rig_with(fake_settings, Store::open_in_memory().unwrap());
+    let fake = rig.enroll("s1", Power::On).await;
+    let a = rig
+        .submit("s1", ActionRequest::Reboot { hard: false })
+        .unwrap();
+    let a = rig.wait(&a.id).await;
+    assert_eq!(a.state, ActionState::Succeeded, "{a:#?}");
+    assert_eq!(fake.power_ops(), vec![PowerOp::GracefulOff, PowerOp::On]);
+    assert_eq!(fake.boots(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_restart_the_os_ignores_falls_back_to_one_reset() {
+    let rig = rig_with(
+        FakeSettings {
+            ignore_acpi: true,
+            ..firmware_like()
+        },
+        Store::open_in_memory().unwrap(),
+    );
+    let fake = rig.enroll("s1", Power::On).await;
+    let a = rig
+        .submit("s1", ActionRequest::Reboot { hard: false })
+        .unwrap();
+    let a = rig.wait(&a.id).await;
+    assert_eq!(a.state, ActionState::Succeeded, "{a:#?}");
+    assert_eq!(
+        fake.power_ops(),
+        vec![PowerOp::GracefulRestart, PowerOp::HardReset]
+    );
+    assert_eq!(fake.boots(), 1);
+    assert!(a.message.contains("fell back to HARD"), "{}", a.message);
+    let note = a.events.iter().find(|e| e.step == "fallback_hard").unwrap();
+    assert!(
+        note.detail.contains("no sign of a restart"),
+        "{}",
+        note.detail
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_restart_without_evidence_or_shutdown_is_never_followed_by_a_reset() {
+    let rig = rig_with(
+        FakeSettings {
+            graceful_restart: true,
+            ignore_acpi: true,
+            ..FakeSettings::default()
+        },
+        Store::open_in_memory().unwrap(),
+    );
+    let fake = rig.enroll("s1", Power::On).await;
+    // Offers GracefulRestart, but no GracefulShutdown and no restart marker.
+    fake.set_offered(Some(vec![
+        PowerOp::On,
+        PowerOp::ForceOff,
+        PowerOp::HardReset,
+        PowerOp::GracefulRestart,
+    ]));
+    let a = rig
+        .submit("s1", ActionRequest::Reboot { hard: false })
+        .unwrap();
+    let a = rig.wait(&a.id).await;
+    assert_eq!(fake.power_ops(), vec![PowerOp::GracefulRestart]);
+    assert_eq!(a.state, ActionState::Succeeded, "{a:#?}");
+    assert!(
+        a.message.contains("not confirmed") && a.message.contains("no fallback reset"),
+        "{}",
+        a.message
+    );
+}
+
+mod crash;

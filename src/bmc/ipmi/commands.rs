@@ -118,6 +118,116 @@ impl Command for ChassisControl {
 }
 
 // ---------------------------------------------------------------------------
+// Get System Restart Cause — NetFn Chassis, cmd 0x07 (table 28-11)
+
+/// Why the system last restarted: response byte 1 (after the completion code)
+/// bits 3:0. Names after the specification's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartCause {
+    /// 0h: a start/restart was detected, its cause is unknown.
+    Unknown,
+    /// 1h: a Chassis Control command.
+    ChassisControl,
+    /// 2h: reset via the reset pushbutton.
+    ResetButton,
+    /// 3h: power-up via the power pushbutton.
+    PowerButton,
+    /// 4h: watchdog expiration.
+    Watchdog,
+    /// 5h: OEM.
+    Oem,
+    /// 6h: automatic power-up on AC applied, "always restore" policy.
+    AcRestoreAlways,
+    /// 7h: automatic power-up on AC applied, "restore previous power state" policy.
+    AcRestorePrevious,
+    /// 8h: reset via PEF.
+    PefReset,
+    /// 9h: power-cycle via PEF.
+    PefPowerCycle,
+    /// Ah: soft reset (e.g. Ctrl-Alt-Del).
+    SoftReset,
+    /// Bh: power-up via RTC (real time clock) wakeup.
+    RtcWakeup,
+    /// Ch..Fh: reserved.
+    Reserved(u8),
+}
+
+impl RestartCause {
+    pub fn from_bits(b: u8) -> RestartCause {
+        match b & 0x0f {
+            0x0 => RestartCause::Unknown,
+            0x1 => RestartCause::ChassisControl,
+            0x2 => RestartCause::ResetButton,
+            0x3 => RestartCause::PowerButton,
+            0x4 => RestartCause::Watchdog,
+            0x5 => RestartCause::Oem,
+            0x6 => RestartCause::AcRestoreAlways,
+            0x7 => RestartCause::AcRestorePrevious,
+            0x8 => RestartCause::PefReset,
+            0x9 => RestartCause::PefPowerCycle,
+            0xA => RestartCause::SoftReset,
+            0xB => RestartCause::RtcWakeup,
+            other => RestartCause::Reserved(other),
+        }
+    }
+
+    /// In words, for the restart marker and logs.
+    pub fn describe(self) -> String {
+        match self {
+            RestartCause::Unknown => "unknown".into(),
+            RestartCause::ChassisControl => "chassis control command".into(),
+            RestartCause::ResetButton => "reset via pushbutton".into(),
+            RestartCause::PowerButton => "power-up via power pushbutton".into(),
+            RestartCause::Watchdog => "watchdog expiration".into(),
+            RestartCause::Oem => "OEM".into(),
+            RestartCause::AcRestoreAlways => {
+                "power-up on AC being applied (power restore policy: always on)".into()
+            }
+            RestartCause::AcRestorePrevious => {
+                "power-up on AC being applied (power restore policy: previous state)".into()
+            }
+            RestartCause::PefReset => "reset via PEF".into(),
+            RestartCause::PefPowerCycle => "power-cycle via PEF".into(),
+            RestartCause::SoftReset => "soft reset (e.g. Ctrl-Alt-Del)".into(),
+            RestartCause::RtcWakeup => "power-up via RTC wakeup".into(),
+            RestartCause::Reserved(b) => format!("reserved cause {b:#03x}"),
+        }
+    }
+}
+
+/// The answer to Get System Restart Cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemRestartCause {
+    /// Byte 1 bits 3:0 (bits 7:4 reserved).
+    pub cause: RestartCause,
+    /// Byte 2: the channel that delivered the command that caused the restart
+    /// (meaningful when the cause is a command).
+    pub channel: u8,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GetSystemRestartCause;
+
+impl Command for GetSystemRestartCause {
+    type Output = SystemRestartCause;
+    const NAME: &'static str = "Get System Restart Cause";
+    fn request(&self) -> Request {
+        Request {
+            netfn: NETFN_CHASSIS,
+            cmd: 0x07,
+            data: vec![],
+        }
+    }
+    fn decode(&self, d: &[u8]) -> Result<SystemRestartCause, DecodeError> {
+        need("Get System Restart Cause response", d, 2)?;
+        Ok(SystemRestartCause {
+            cause: RestartCause::from_bits(d[0]),
+            channel: d[1],
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
 // System Boot Options, parameter 5 "boot flags" (table 28-14)
 
 const BOOT_FLAGS_PARAM: u8 = 0x05;
@@ -344,6 +454,95 @@ mod tests {
         for n in 0..3 {
             assert!(GetChassisStatus.decode(&[0x01; 3][..n]).is_err());
         }
+    }
+
+    #[test]
+    fn get_system_restart_cause_layout() {
+        let r = GetSystemRestartCause.request();
+        assert_eq!((r.netfn, r.cmd, r.data.as_slice()), (0x00, 0x07, &[][..]));
+        // Every cause of table 28-11, on channel 1 (LAN); bits 7:4 are reserved
+        // and ignored.
+        let cases = [
+            (0x00, RestartCause::Unknown, "unknown"),
+            (
+                0x01,
+                RestartCause::ChassisControl,
+                "chassis control command",
+            ),
+            (0x02, RestartCause::ResetButton, "reset via pushbutton"),
+            (
+                0x03,
+                RestartCause::PowerButton,
+                "power-up via power pushbutton",
+            ),
+            (0x04, RestartCause::Watchdog, "watchdog expiration"),
+            (0x05, RestartCause::Oem, "OEM"),
+            (
+                0x06,
+                RestartCause::AcRestoreAlways,
+                "power-up on AC being applied (power restore policy: always on)",
+            ),
+            (
+                0x07,
+                RestartCause::AcRestorePrevious,
+                "power-up on AC being applied (power restore policy: previous state)",
+            ),
+            (0x08, RestartCause::PefReset, "reset via PEF"),
+            (0x09, RestartCause::PefPowerCycle, "power-cycle via PEF"),
+            (
+                0x0A,
+                RestartCause::SoftReset,
+                "soft reset (e.g. Ctrl-Alt-Del)",
+            ),
+            (0x0B, RestartCause::RtcWakeup, "power-up via RTC wakeup"),
+            (0x0C, RestartCause::Reserved(0x0C), "reserved cause 0xc"),
+            (
+                0xF1,
+                RestartCause::ChassisControl,
+                "chassis control command",
+            ),
+        ];
+        for (byte, cause, words) in cases {
+            let got = GetSystemRestartCause.decode(&[byte, 0x01]).unwrap();
+            assert_eq!(
+                got,
+                SystemRestartCause {
+                    cause,
+                    channel: 0x01
+                },
+                "{byte:#04x}"
+            );
+            assert_eq!(got.cause.describe(), words);
+        }
+        // A longer answer keeps its first two bytes; a short one is an error.
+        let got = GetSystemRestartCause.decode(&[0x04, 0x0F, 0xAA]).unwrap();
+        assert_eq!((got.cause, got.channel), (RestartCause::Watchdog, 0x0F));
+        assert!(GetSystemRestartCause.decode(&[]).is_err());
+        assert!(GetSystemRestartCause.decode(&[0x01]).is_err());
+    }
+
+    #[test]
+    fn get_system_restart_cause_on_the_wire() {
+        use super::super::message::{decode_response, encode_request};
+        // rsAddr BMC, NetFn Chassis/LUN 0, chk1, rqAddr 81h, rqSeq 5, cmd 07h, chk2.
+        assert_eq!(
+            encode_request(&GetSystemRestartCause.request(), 5),
+            [0x20, 0x00, 0xE0, 0x81, 0x14, 0x07, 0x64]
+        );
+        // The answer: NetFn Chassis response (01h), cc 00h, cause 1h, channel 1.
+        let rsp =
+            decode_response(&[0x81, 0x04, 0x7B, 0x20, 0x14, 0x07, 0x00, 0x01, 0x01, 0xC3]).unwrap();
+        assert_eq!(
+            (rsp.netfn, rsp.cmd, rsp.rq_seq, rsp.completion),
+            (0x01, 0x07, 5, 0x00)
+        );
+        assert_eq!(
+            GetSystemRestartCause.decode(&rsp.data).unwrap().cause,
+            RestartCause::ChassisControl
+        );
+        // What ipmi_sim 2.0.33 answers: invalid command, no data.
+        let rsp = decode_response(&[0x81, 0x04, 0x7B, 0x20, 0x14, 0x07, 0xC1, 0x04]).unwrap();
+        assert_eq!((rsp.completion, rsp.data.len()), (0xC1, 0));
     }
 
     #[test]

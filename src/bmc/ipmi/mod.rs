@@ -6,6 +6,10 @@
 //! `ipmi-rs`), [`commands`] the typed commands, [`message`] the IPMI message
 //! framing, [`options`] the per-endpoint settings.
 //!
+//! [`Bmc::observe`] reads the chassis status and, in the same session, the
+//! system restart cause (Get System Restart Cause) for the action's record; a
+//! BMC that lacks that command is remembered and not asked again.
+//!
 //! Retransmission: idempotent commands (status, power on/off, soft-off, boot
 //! options) are re-sent up to `retries` times; if a reused session stops
 //! answering, it is re-established once and the command re-sent. Hard reset
@@ -19,7 +23,7 @@ pub mod message;
 pub mod options;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -28,11 +32,14 @@ use tokio::sync::Mutex;
 
 use self::commands::{
     BootFlags, BootSelector, ChassisAction, ChassisControl, Command, GetBootFlags,
-    GetChassisStatus, SetBootFlags,
+    GetChassisStatus, GetSystemRestartCause, SetBootFlags,
 };
 use self::lan::{LanError, Retry, Session};
 use self::options::Options;
-use super::{Bmc, BmcError, BootDevice, Capabilities, Endpoint, Power, PowerOp, Secret};
+use super::{
+    Bmc, BmcError, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp, RestartMarker,
+    Secret,
+};
 
 /// A BMC spoken to over IPMI v2.0 / RMCP+.
 pub struct IpmiBmc {
@@ -51,7 +58,22 @@ struct Inner {
     session: Mutex<Option<Session>>,
     keepalive_started: AtomicBool,
     closed: AtomicBool,
+    /// Whether the BMC answers Get System Restart Cause (`CAUSE_*`), learnt
+    /// at the first [`Bmc::observe`] and kept for the driver's life.
+    cause_support: AtomicU8,
+    /// Get System Restart Cause requests left unanswered in a row.
+    cause_silences: AtomicU8,
 }
+
+/// Get System Restart Cause not asked yet, or only left unanswered so far.
+const CAUSE_UNTRIED: u8 = 0;
+/// The BMC answered it.
+const CAUSE_ANSWERS: u8 = 1;
+/// The BMC lacks it (invalid command, an answer we cannot read, or silence):
+/// not asked again.
+const CAUSE_LACKING: u8 = 2;
+/// Unanswered requests in a row after which the BMC is taken to lack it.
+const CAUSE_MAX_SILENCES: u8 = 3;
 
 impl Drop for Inner {
     /// A driver dropped without [`Bmc::close`] still frees its BMC session slot
@@ -113,6 +135,8 @@ impl IpmiBmc {
                 session: Mutex::new(None),
                 keepalive_started: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
+                cause_support: AtomicU8::new(CAUSE_UNTRIED),
+                cause_silences: AtomicU8::new(0),
             }),
         })
     }
@@ -228,6 +252,75 @@ impl Inner {
             self.discard(slot);
         }
         self.map_err(what, e)
+    }
+
+    /// The restart cause in words, asked in the session the chassis status was
+    /// just read in. Secondary to the power: any failure gives `None`, never an
+    /// error, and a BMC that lacks the command is not asked again (ipmi_sim
+    /// 2.0.33 answers "invalid command", 0xC1). One attempt only, so a BMC that
+    /// drops unknown commands costs one timeout per poll, three times at most.
+    async fn restart_cause(&self, slot: &mut Option<Session>) -> Option<String> {
+        if self.cause_support.load(Ordering::SeqCst) == CAUSE_LACKING {
+            return None;
+        }
+        let s = slot.as_mut()?;
+        let once = Retry {
+            attempts: 1,
+            per_attempt: self.opts.timeout,
+        };
+        let lacking = |why: &str| {
+            self.cause_support.store(CAUSE_LACKING, Ordering::SeqCst);
+            tracing::info!(
+                server_id = %self.server_id,
+                bmc = %self.bmc,
+                reason = why,
+                "the BMC does not give its system restart cause; not asking again"
+            );
+        };
+        match s.run(&GetSystemRestartCause, once).await {
+            Ok(rc) => {
+                self.cause_silences.store(0, Ordering::SeqCst);
+                if self.cause_support.swap(CAUSE_ANSWERS, Ordering::SeqCst) != CAUSE_ANSWERS {
+                    tracing::debug!(
+                        server_id = %self.server_id,
+                        bmc = %self.bmc,
+                        cause = %rc.cause.describe(),
+                        channel = rc.channel,
+                        "the BMC gives its system restart cause"
+                    );
+                }
+                Some(rc.cause.describe())
+            }
+            Err(
+                e @ LanError::Completion {
+                    code: 0xC1 | 0xC2, ..
+                },
+            )
+            | Err(e @ LanError::Decode(_)) => {
+                lacking(&e.to_string());
+                None
+            }
+            Err(LanError::Timeout { .. }) => {
+                let n = self.cause_silences.fetch_add(1, Ordering::SeqCst) + 1;
+                if n >= CAUSE_MAX_SILENCES
+                    && self.cause_support.load(Ordering::SeqCst) != CAUSE_ANSWERS
+                {
+                    lacking(&format!(
+                        "{n} requests in a row without an answer (Get System Restart Cause)"
+                    ));
+                }
+                None
+            }
+            Err(e) => {
+                tracing::debug!(
+                    server_id = %self.server_id,
+                    bmc = %self.bmc,
+                    error = %e,
+                    "no restart cause this time"
+                );
+                None
+            }
+        }
     }
 
     /// Sends a chassis control. Non-idempotent ones go out exactly once.
@@ -382,6 +475,27 @@ impl Bmc for IpmiBmc {
     async fn power_state(&self) -> Result<Power, BmcError> {
         let st = self.inner.run_idempotent(&GetChassisStatus).await?;
         Ok(if st.power_on { Power::On } else { Power::Off })
+    }
+
+    /// Get Chassis Status, then (while the BMC answers it) Get System Restart
+    /// Cause in the same session. `restart_evidence` stays false: the cause
+    /// names why the host last restarted but reads the same after two
+    /// restarts of the same cause, so it describes rather than proves.
+    async fn observe(&self) -> Result<Observation, BmcError> {
+        let mut slot = self.inner.session.lock().await;
+        let st = self.inner.run_locked(&mut slot, &GetChassisStatus).await?;
+        let marker = self
+            .inner
+            .restart_cause(&mut slot)
+            .await
+            .map(|cause| RestartMarker {
+                restart_cause: Some(cause),
+                ..RestartMarker::default()
+            });
+        Ok(Observation {
+            power: if st.power_on { Power::On } else { Power::Off },
+            marker,
+        })
     }
 
     async fn power(&self, op: PowerOp) -> Result<(), BmcError> {

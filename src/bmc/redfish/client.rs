@@ -473,12 +473,25 @@ impl Client {
                     "POST {sessions} created a session without an X-Auth-Token header"
                 ))
             })?;
-        let uri = reply.location().map(str::to_string).or_else(|| {
-            serde_json::from_slice::<super::model::Session>(&reply.body)
-                .ok()
-                .and_then(|s| s.odata_id)
-        });
-        info!(server_id = %self.server_id, bmc = %self.bmc, session = ?uri, "Redfish session created");
+        let body = serde_json::from_slice::<super::model::Session>(&reply.body).ok();
+        // Where to DELETE it: the Location header (required by the spec), the
+        // body's @odata.id, or the collection plus the body's Id.
+        let uri = reply
+            .location()
+            .map(str::to_string)
+            .or_else(|| body.as_ref().and_then(|s| s.odata_id.clone()))
+            .or_else(|| {
+                body.as_ref()
+                    .and_then(|s| s.id.as_deref())
+                    .map(|id| format!("{}/{id}", sessions.trim_end_matches('/')))
+            });
+        match &uri {
+            Some(uri) => {
+                info!(server_id = %self.server_id, bmc = %self.bmc, session = %uri, "Redfish session created")
+            }
+            None => warn!(server_id = %self.server_id, bmc = %self.bmc,
+                "Redfish session created without a Location: it cannot be deleted and is left to the BMC's timeout"),
+        }
         Ok((token, uri))
     }
 
@@ -503,35 +516,88 @@ impl Client {
     }
 
     /// Deletes our session, if any, so the BMC's session slots are not leaked.
+    /// The next authenticated request logs in again.
     pub async fn close(&self) {
-        let (token, uri) = {
+        let taken = {
             let mut st = self.auth.lock().await;
             (st.token.take(), st.session_uri.take())
         };
-        let (Some(token), Some(uri)) = (token, uri) else {
+        if let Some(delete) = self.session_delete(taken) {
+            delete.send().await;
+        }
+    }
+
+    /// What it takes to DELETE a session, detached from `self` so that it can
+    /// also run after the client is gone (see `Drop`).
+    fn session_delete(&self, taken: (Option<Secret>, Option<String>)) -> Option<SessionDelete> {
+        let (Some(token), Some(uri)) = taken else {
+            return None;
+        };
+        Some(SessionDelete {
+            http: self.http.clone(),
+            url: self.url(&uri),
+            uri,
+            token,
+            server_id: self.server_id.clone(),
+            bmc: self.bmc.clone(),
+        })
+    }
+}
+
+impl Drop for Client {
+    /// A client dropped with a session open (an enrolment refused after the
+    /// login, a driver replaced without `close`) still deletes it, when a
+    /// tokio runtime is there to send the DELETE (best effort).
+    fn drop(&mut self) {
+        let st = self.auth.get_mut();
+        let taken = (st.token.take(), st.session_uri.take());
+        let Some(delete) = self.session_delete(taken) else {
             return;
         };
-        let mut v = match HeaderValue::from_str(token.expose()) {
-            Ok(v) => v,
-            Err(_) => return,
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(delete.send());
+            }
+            Err(_) => warn!(server_id = %self.server_id, bmc = %self.bmc, session = %delete.uri,
+                "dropped outside a runtime: our session is left to the BMC's timeout"),
+        }
+    }
+}
+
+/// A DELETE of our session, ready to send.
+struct SessionDelete {
+    http: reqwest::Client,
+    url: String,
+    uri: String,
+    token: Secret,
+    server_id: String,
+    bmc: String,
+}
+
+impl SessionDelete {
+    async fn send(self) {
+        let SessionDelete {
+            http,
+            url,
+            uri,
+            token,
+            server_id,
+            bmc,
+        } = self;
+        let Ok(mut v) = HeaderValue::from_str(token.expose()) else {
+            return;
         };
         v.set_sensitive(true);
-        let res = self
-            .http
-            .delete(self.url(&uri))
-            .header("X-Auth-Token", v)
-            .send()
-            .await;
-        match res {
+        match http.delete(url).header("X-Auth-Token", v).send().await {
             Ok(r) if r.status().is_success() || r.status() == StatusCode::NOT_FOUND => {
-                info!(server_id = %self.server_id, bmc = %self.bmc, session = %uri, "Redfish session deleted")
+                info!(server_id = %server_id, bmc = %bmc, session = %uri, "Redfish session deleted")
             }
             Ok(r) => {
-                warn!(server_id = %self.server_id, bmc = %self.bmc, session = %uri,
+                warn!(server_id = %server_id, bmc = %bmc, session = %uri,
                     status = r.status().as_u16(), "the BMC refused to delete our session")
             }
             Err(e) => {
-                warn!(server_id = %self.server_id, bmc = %self.bmc, session = %uri,
+                warn!(server_id = %server_id, bmc = %bmc, session = %uri,
                     error = %root_cause(&e), "could not delete our session")
             }
         }

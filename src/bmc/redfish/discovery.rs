@@ -20,11 +20,13 @@ pub struct Discovered {
     pub system: String,
     pub system_id: String,
     /// The Reset action, or why the system has none usable.
-    pub reset: Result<ResetInfo, String>,
+    pub reset: Result<ResetInfo, BmcError>,
     /// `BootSourceOverrideTarget@Redfish.AllowableValues`, when listed.
     pub boot_allowed: Option<Vec<BootSource>>,
     /// A CD/DVD virtual media resource, when the BMC has one.
     pub virtual_media: Option<MediaInfo>,
+    /// The system shows `LastResetTime` or `BootProgress`.
+    pub restart_evidence: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -65,14 +67,10 @@ pub async fn discover(client: &Client, opts: &RedfishOptions) -> Result<Discover
         BmcError::Unsupported("power control: the service root lists no Systems".into())
     })?;
     let members: Collection = client.get_json(&systems.odata_id).await?;
-    let system_path = choose_system(client, &members, opts.system_id.as_deref()).await?;
-    let system: ComputerSystem = client.get_json(&system_path).await?;
+    let (system_path, system) = choose_system(client, &members, opts.system_id.as_deref()).await?;
 
     let reset = match system.actions.as_ref().and_then(|a| a.reset.as_ref()) {
-        None => Err(format!(
-            "power control of system {:?}: it has no #ComputerSystem.Reset action",
-            system.id
-        )),
+        None => Err(no_reset(client, &members, &system_path, &system, opts).await),
         Some(action) => {
             let allowed = match (&action.allowable_values, &action.action_info) {
                 (Some(v), _) => Some(v.clone()),
@@ -97,14 +95,16 @@ pub async fn discover(client: &Client, opts: &RedfishOptions) -> Result<Discover
         .as_ref()
         .and_then(|b| b.target_allowable.clone());
     let virtual_media = find_virtual_media(client, &system).await;
+    let restart_evidence = mapping::has_restart_evidence(&system);
     info!(server_id = client.server_id(), bmc = client.bmc(), system = %system_path, reset = ?reset.as_ref().map(|r| &r.allowed),
-        virtual_media = ?virtual_media.as_ref().map(|m| &m.path), "Redfish system discovered");
+        virtual_media = ?virtual_media.as_ref().map(|m| &m.path), restart_evidence, "Redfish system discovered");
     Ok(Discovered {
         system: system_path,
         system_id: system.id,
         reset,
         boot_allowed,
         virtual_media,
+        restart_evidence,
     })
 }
 
@@ -150,44 +150,134 @@ fn last_segment(path: &str) -> &str {
         .unwrap_or(path)
 }
 
+fn has_reset(sys: &ComputerSystem) -> bool {
+    sys.actions.as_ref().is_some_and(|a| a.reset.is_some())
+}
+
+/// The system to control, and its resource as read. With several systems and
+/// no `system_id`, the only one with a `#ComputerSystem.Reset` action is taken
+/// (a multi-node chassis or a DPU lists systems that cannot be powered on their
+/// own); when that does not single one out, the operator must say which.
 async fn choose_system(
     client: &Client,
     members: &Collection,
     wanted: Option<&str>,
-) -> Result<String, BmcError> {
+) -> Result<(String, ComputerSystem), BmcError> {
     let paths: Vec<&str> = members
         .members
         .iter()
         .map(|l| l.odata_id.as_str())
         .collect();
     let ids: Vec<&str> = paths.iter().map(|p| last_segment(p)).collect();
+    let read = |p: &str| {
+        let p = p.to_string();
+        async move {
+            let sys: ComputerSystem = client.get_json(&p).await?;
+            Ok::<_, BmcError>((p, sys))
+        }
+    };
     match (wanted, paths.as_slice()) {
         (_, []) => Err(BmcError::Unsupported(
             "power control: the Systems collection is empty".into(),
         )),
-        (None, [only]) => Ok(only.to_string()),
-        (None, _) => Err(BmcError::Unsupported(format!(
-            "choosing among {} systems without the `system_id` option (this BMC has: {})",
-            paths.len(),
-            ids.join(", ")
-        ))),
+        (None, [only]) => read(only).await,
+        (None, _) => {
+            let mut with_reset = Vec::new();
+            let mut without = Vec::new();
+            for p in &paths {
+                let (path, sys) = read(p).await?;
+                if has_reset(&sys) {
+                    with_reset.push((path, sys));
+                } else {
+                    without.push(last_segment(p).to_string());
+                }
+            }
+            if with_reset.len() == 1 {
+                let (path, sys) = with_reset.remove(0);
+                info!(server_id = %client.server_id(), bmc = %client.bmc(), system = %path,
+                    others = %without.join(", "),
+                    "several systems and no system_id: using the only one with a Reset action");
+                return Ok((path, sys));
+            }
+            let resettable: Vec<&str> = with_reset.iter().map(|(p, _)| last_segment(p)).collect();
+            Err(BmcError::Config(if resettable.is_empty() {
+                format!(
+                    "this BMC has {} systems ({}) and none has a #ComputerSystem.Reset action; \
+                     set the `system_id` option to the one this server is (its power can then \
+                     be read, not controlled)",
+                    paths.len(),
+                    ids.join(", ")
+                )
+            } else {
+                format!(
+                    "this BMC has {} systems with a #ComputerSystem.Reset action ({}){}; set the \
+                     `system_id` option to the one this server is",
+                    resettable.len(),
+                    resettable.join(", "),
+                    if without.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and {} without ({})", without.len(), without.join(", "))
+                    }
+                )
+            }))
+        }
         (Some(id), _) => {
             if let Some(p) = paths.iter().find(|p| last_segment(p) == id) {
-                return Ok(p.to_string());
+                return read(p).await;
             }
             // The id in the path may differ from the resource's Id property.
             for p in &paths {
-                if let Ok(sys) = client.get_json::<ComputerSystem>(p).await {
+                if let Ok((path, sys)) = read(p).await {
                     if sys.id == id {
-                        return Ok(p.to_string());
+                        return Ok((path, sys));
                     }
                 }
             }
-            Err(BmcError::Unsupported(format!(
-                "system_id {id:?}: no such system on this BMC (it has: {})",
+            Err(BmcError::Config(format!(
+                "`system_id` {id:?} names no system on this BMC (it has: {})",
                 ids.join(", ")
             )))
         }
+    }
+}
+
+/// Why the chosen system cannot be power-controlled. When the operator chose
+/// it (`system_id`) and another system on the BMC has a Reset action, that is
+/// a configuration question and the answer names them; otherwise the BMC does
+/// not offer power control of this system.
+async fn no_reset(
+    client: &Client,
+    members: &Collection,
+    path: &str,
+    system: &ComputerSystem,
+    opts: &RedfishOptions,
+) -> BmcError {
+    let what = format!(
+        "power control of system {:?}: it has no #ComputerSystem.Reset action, so it cannot \
+         be powered on, off or reset through Redfish (its power state can still be read)",
+        system.id
+    );
+    if opts.system_id.is_none() {
+        return BmcError::Unsupported(what);
+    }
+    let mut others = Vec::new();
+    for link in members.members.iter().filter(|l| l.odata_id != path) {
+        if let Ok(sys) = client.get_json::<ComputerSystem>(&link.odata_id).await {
+            if has_reset(&sys) {
+                others.push(last_segment(&link.odata_id).to_string());
+            }
+        }
+    }
+    if others.is_empty() {
+        BmcError::Unsupported(what)
+    } else {
+        BmcError::Config(format!(
+            "`system_id` {:?} names a system without a #ComputerSystem.Reset action; the \
+             systems on this BMC that have one: {}",
+            opts.system_id.as_deref().unwrap_or_default(),
+            others.join(", ")
+        ))
     }
 }
 

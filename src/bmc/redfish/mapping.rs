@@ -1,7 +1,7 @@
 //! How the trait's commands map onto Redfish values, and back.
 
-use super::model::{BootSource, PowerState, ResetType};
-use crate::bmc::{BootDevice, Power, PowerOp};
+use super::model::{BootSource, ComputerSystem, PowerState, ResetType};
+use crate::bmc::{BootDevice, Power, PowerOp, RestartMarker};
 
 /// Every power command, in the order capabilities list them.
 pub const ALL_OPS: [PowerOp; 6] = PowerOp::ALL;
@@ -72,6 +72,52 @@ pub fn power(state: &PowerState) -> Option<Power> {
 /// Parses allowable values given as strings (an ActionInfo's parameters).
 pub fn reset_types(values: &[String]) -> Vec<ResetType> {
     values.iter().map(|v| ResetType::from(v.as_str())).collect()
+}
+
+/// A timestamp worth keeping: some firmware fills a never-set time with zeros
+/// ("0000-00-00T00:00:00+00:00") or an empty string, which would read as a
+/// change the first time a real value appears.
+fn real_time(t: &Option<String>) -> Option<String> {
+    t.as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.starts_with("0000-00-00"))
+        .map(str::to_string)
+}
+
+/// What the system says about its last restart (`LastResetTime`,
+/// `BootProgress`), or `None` when it says nothing. `BootProgress.LastState`
+/// "OEM" is shown with the vendor's `OemLastState` as "OEM (name)", so that
+/// two OEM states are not taken for the same one.
+pub fn restart_marker(sys: &ComputerSystem) -> Option<RestartMarker> {
+    let progress = sys.boot_progress.as_ref();
+    let state = progress
+        .and_then(|p| p.last_state.as_deref())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            match progress
+                .and_then(|p| p.oem_last_state.as_deref())
+                .filter(|o| s == "OEM" && !o.trim().is_empty())
+            {
+                Some(oem) => format!("OEM ({})", oem.trim()),
+                None => s.to_string(),
+            }
+        });
+    let marker = RestartMarker {
+        last_reset_time: real_time(&sys.last_reset_time),
+        boot_progress: state,
+        boot_progress_time: progress.and_then(|p| real_time(&p.last_state_time)),
+        restart_cause: None,
+    };
+    (!marker.is_empty()).then_some(marker)
+}
+
+/// Whether the system shows restart evidence at all: a real `LastResetTime`
+/// or a `BootProgress` state (even "None", which moves at the next boot). A
+/// property that is there but never set (zeros) does not count: a BMC that
+/// does not track restarts would leave every restart unconfirmed.
+pub fn has_restart_evidence(sys: &ComputerSystem) -> bool {
+    restart_marker(sys).is_some()
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! `reqwest` (rustls) and typed models of the DMTF schemas it touches.
 //!
 //! Nothing is assumed about paths: the first call walks the service root to
-//! the system (chosen by the `system_id` option when the BMC has several) and
-//! caches its Reset target, allowable values and virtual media. Options are in
+//! the system (chosen by the `system_id` option when the BMC has several, else
+//! the only one with a Reset action) and caches its Reset target, allowable
+//! values, virtual media and whether it shows restart evidence
+//! (`LastResetTime`, `BootProgress`), which [`Bmc::observe`] reads. Options are in
 //! [`options`]; the HTTP side (auth, retries, timeouts) is in [`client`].
 
 pub mod client;
@@ -28,7 +30,7 @@ use self::model::{
     InsertMediaRequest, ResetRequest, Task, TaskState, VirtualMedia,
 };
 use self::options::RedfishOptions;
-use super::{Bmc, BmcError, BootDevice, Capabilities, Endpoint, Power, PowerOp};
+use super::{Bmc, BmcError, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp};
 
 /// One Redfish BMC (one system on it).
 pub struct RedfishBmc {
@@ -65,14 +67,27 @@ impl RedfishBmc {
     }
 
     /// Discovery, once; a failed discovery is retried at the next call.
+    ///
+    /// A failed discovery deletes the session it may have created: the
+    /// server may never be enrolled (nobody would `close` this driver), and a
+    /// server that stays enrolled logs in again at the next attempt rather
+    /// than holding one of the BMC's few session slots in between.
     pub async fn discovered(&self) -> Result<Arc<Discovered>, BmcError> {
         let mut slot = self.discovered.lock().await;
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
-        let d = Arc::new(discovery::discover(&self.client, &self.opts).await?);
-        *slot = Some(d.clone());
-        Ok(d)
+        match discovery::discover(&self.client, &self.opts).await {
+            Ok(d) => {
+                let d = Arc::new(d);
+                *slot = Some(d.clone());
+                Ok(d)
+            }
+            Err(e) => {
+                self.client.close().await;
+                Err(e)
+            }
+        }
     }
 
     /// Follows a 202 answer's task monitor until the task ends or
@@ -177,18 +192,22 @@ fn task_outcome(what: &str, task: Task) -> Result<(), BmcError> {
 impl Bmc for RedfishBmc {
     async fn capabilities(&self) -> Result<Capabilities, BmcError> {
         let d = self.discovered().await?;
-        let reset = d
-            .reset
-            .as_ref()
-            .map_err(|e| BmcError::Unsupported(e.clone()))?;
+        let reset = d.reset.as_ref().map_err(Clone::clone)?;
         Ok(Capabilities {
             power_ops: mapping::power_ops(reset.allowed.as_deref()),
             boot_devices: mapping::boot_devices(d.boot_allowed.as_deref()),
             virtual_media: d.virtual_media.is_some(),
+            restart_evidence: d.restart_evidence,
         })
     }
 
     async fn power_state(&self) -> Result<Power, BmcError> {
+        Ok(self.observe().await?.power)
+    }
+
+    /// One GET of the system: its `PowerState`, and its `LastResetTime` and
+    /// `BootProgress` when it shows them.
+    async fn observe(&self) -> Result<Observation, BmcError> {
         let d = self.discovered().await?;
         let reply = self
             .client
@@ -206,23 +225,24 @@ impl Bmc for RedfishBmc {
             )));
         }
         let sys: ComputerSystem = reply.json(&d.system)?;
-        let state = sys.power_state.ok_or_else(|| {
+        let state = sys.power_state.as_ref().ok_or_else(|| {
             BmcError::Protocol(format!("system {:?} reports no PowerState", d.system_id))
         })?;
-        mapping::power(&state).ok_or_else(|| {
+        let power = mapping::power(state).ok_or_else(|| {
             BmcError::Protocol(format!(
                 "system {:?} reports PowerState {state:?}, which is neither on nor off",
                 d.system_id
             ))
+        })?;
+        Ok(Observation {
+            power,
+            marker: mapping::restart_marker(&sys),
         })
     }
 
     async fn power(&self, op: PowerOp) -> Result<(), BmcError> {
         let d = self.discovered().await?;
-        let reset = d
-            .reset
-            .as_ref()
-            .map_err(|e| BmcError::Unsupported(e.clone()))?;
+        let reset = d.reset.as_ref().map_err(Clone::clone)?;
         let reset_type =
             mapping::reset_type_for(op, reset.allowed.as_deref()).ok_or_else(|| {
                 let allowed: Vec<&str> =

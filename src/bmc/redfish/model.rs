@@ -234,6 +234,46 @@ pub struct ComputerSystem {
     pub actions: Option<SystemActions>,
     pub virtual_media: Option<Link>,
     pub links: Option<SystemLinks>,
+    /// When the system was last reset or rebooted (ComputerSystem v1.12+).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub last_reset_time: Option<String>,
+    /// The last boot progress state the host reported (v1.13+).
+    #[serde(default, deserialize_with = "lenient")]
+    pub boot_progress: Option<BootProgress>,
+}
+
+/// `ComputerSystem.BootProgress`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BootProgress {
+    /// `BootProgressTypes`: "None", "PrimaryProcessorInitializationStarted",
+    /// "SetupEntered", "OSBootStarted", "OSRunning", "OEM", ...
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub last_state: Option<String>,
+    /// When `LastState` was last updated (v1.13+).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub last_state_time: Option<String>,
+    /// The vendor's name of the state when `LastState` is "OEM".
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub oem_last_state: Option<String>,
+}
+
+/// A string property that a firmware may send as `null` or with another type:
+/// anything but a string reads as absent, so that reading the power state never
+/// fails over a property that only describes.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// An object property that reads as absent when it does not parse.
+fn lenient<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

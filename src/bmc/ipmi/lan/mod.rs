@@ -271,11 +271,7 @@ impl Session {
             });
         }
         let sik = hs.sik();
-        if r4.console_sid != console_sid || !hs.rakp4_matches(&sik, &r4.icv) {
-            return Err(LanError::Invalid(
-                "RAKP 4 integrity check value does not verify".into(),
-            ));
-        }
+        let r4_verifies = r4.console_sid == console_sid && hs.rakp4_matches(&sik, &r4.icv);
         let k1 = Handshake::derived_key(&sik, 1);
         let k2 = Handshake::derived_key(&sik, 2);
         let mut aes_key = [0u8; 16];
@@ -296,16 +292,25 @@ impl Session {
             rq_seq: 0,
             last_used: Instant::now(),
         };
+        let once = Retry {
+            attempts: 1,
+            per_attempt: retry.per_attempt,
+        };
+        if !r4_verifies {
+            // The BMC said success (status 0), so it may hold the session
+            // active: ask it to close (best effort; it ignores the request if
+            // our keys are not its keys).
+            let _ = s.close(once).await;
+            return Err(LanError::Invalid(
+                "RAKP 4 integrity check value does not verify".into(),
+            ));
+        }
         // Sessions start at User privilege: chassis control needs admin.
         if let Err(e) = s
             .run(&SetSessionPrivilege(Privilege::Administrator), retry)
             .await
         {
             // Do not leave an unusable session holding a BMC slot.
-            let once = Retry {
-                attempts: 1,
-                per_attempt: retry.per_attempt,
-            };
             let _ = s.close(once).await;
             return Err(e);
         }
@@ -432,7 +437,9 @@ mod tests {
     /// Random and mutated bytes through every decoder: errors, never panics.
     #[test]
     fn decoders_never_panic_on_garbage() {
-        use super::super::commands::{GetBootFlags, GetChassisStatus, SetSessionPrivilege};
+        use super::super::commands::{
+            GetBootFlags, GetChassisStatus, GetSystemRestartCause, SetSessionPrivilege,
+        };
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x1a2b);
         let sec = Security {
@@ -470,6 +477,7 @@ mod tests {
             let _ = rakp::decode_rakp4(&b);
             let _ = GetChassisStatus.decode(&b);
             let _ = GetBootFlags.decode(&b);
+            let _ = GetSystemRestartCause.decode(&b);
             let _ = SetSessionPrivilege(Privilege::Administrator).decode(&b);
             let _ = packet::decrypt(&[1; 16], &b);
         }
