@@ -659,6 +659,52 @@ async fn driver_powers_the_vm_on_resets_it_and_powers_it_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_reads_the_restart_marker_and_sees_a_hard_reset() {
+    let s = sim(3);
+    let id = "sys1";
+    s.set_knobs("sys2", json!({"evidence": ["LastResetTime"]}))
+        .await;
+    s.set_knobs("sys3", json!({"evidence": []})).await;
+    let d = s.driver(id, &[]);
+    assert!(d.capabilities().await.unwrap().restart_evidence);
+    assert!(
+        s.driver("sys2", &[])
+            .capabilities()
+            .await
+            .unwrap()
+            .restart_evidence
+    );
+    let none = s.driver("sys3", &[]);
+    assert!(!none.capabilities().await.unwrap().restart_evidence);
+    assert_eq!(none.observe().await.unwrap().marker, None);
+
+    d.power(PowerOp::On).await.unwrap();
+    s.wait_power(id, "On", LIMIT).await;
+    let before = d.observe().await.unwrap();
+    let sys = s.system(id).await;
+    let marker = before.marker.clone().expect("a marker");
+    assert_eq!(before.power, Power::On);
+    assert_eq!(
+        marker.last_reset_time.as_deref(),
+        sys["LastResetTime"].as_str()
+    );
+    assert_eq!(
+        marker.boot_progress.as_deref(),
+        Some("SystemHardwareInitializationComplete")
+    );
+
+    d.power(PowerOp::HardReset).await.unwrap();
+    s.wait_system(id, "a new LastResetTime", LIMIT, |now| {
+        now["LastResetTime"] != sys["LastResetTime"]
+    })
+    .await;
+    let after = d.observe().await.unwrap();
+    assert_eq!(after.power, Power::On);
+    let now = after.marker.expect("a marker");
+    assert!(now.shows_restart_since(&marker), "{marker} → {now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_sets_the_boot_override_with_the_etag() {
     let s = sim(1);
     let id = "sys1";

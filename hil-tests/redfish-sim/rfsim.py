@@ -378,7 +378,9 @@ class System:
         self.lock = bmc.lock
         # Power and the evidence a BMC keeps about restarts.
         self.power = "Off"
-        self.last_reset_time = None
+        # Firmware shows a LastResetTime before the host ever booted (the time
+        # the BMC came up, here the simulator's start).
+        self.last_reset_time = now_iso()
         self.boot_progress = BP_NONE
         self.boot_progress_time = now_iso()
         self.last_reset_mono = 0.0
@@ -478,7 +480,7 @@ class System:
                 "Chassis": [{"@odata.id": "/redfish/v1/Chassis/Chassis1"}],
             },
         }
-        if "LastResetTime" in self.knobs["evidence"] and self.last_reset_time:
+        if "LastResetTime" in self.knobs["evidence"]:
             body["LastResetTime"] = self.last_reset_time
         if "BootProgress" in self.knobs["evidence"]:
             body["BootProgress"] = {"LastState": self.boot_progress,
