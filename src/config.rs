@@ -271,7 +271,7 @@ impl Config {
         }
         let mut seen = HashSet::new();
         for s in &self.servers {
-            crate::engine::validate_server_id(&s.id).map_err(|e| format!("servers: {e}"))?;
+            crate::model::validate_server_id(&s.id).map_err(|e| format!("servers: {e}"))?;
             if !seen.insert(&s.id) {
                 return Err(format!("servers: id {:?} appears twice", s.id));
             }

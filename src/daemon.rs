@@ -124,7 +124,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(RackAgentServer::new(Service::new(slot.clone(), auth)));
+        .add_service(crate::api::limits::rack_agent(Service::new(
+            slot.clone(),
+            auth,
+        )));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         // Our own listener, so tonic's `tcp_nodelay` does not apply: set it per
         // connection, or Nagle and delayed ACKs stall every burst of calls
@@ -141,7 +144,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let factory: Arc<dyn BmcFactory> = match config.fake() {
         Some(fake) => {
             warn!("[fake_bmc] is enabled: every BMC is an in-memory simulator; no real server is touched (tests and demos only)");
-            Arc::new(FakeBmcFactory::new(fake.clone()).map_err(DaemonError::FakeJournal)?)
+            let mut fake = fake.clone();
+            fake.journal = Some(fake.journal_path(&state_dir));
+            Arc::new(FakeBmcFactory::new(fake).map_err(DaemonError::FakeJournal)?)
         }
         None => Arc::new(RealBmcFactory),
     };

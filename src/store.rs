@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS actions (
     kind TEXT NOT NULL,
     state TEXT NOT NULL,
     params TEXT NOT NULL,
-    request_id TEXT UNIQUE,
+    -- The namespace of request_id: the caller's project (`Caller::request_scope`).
+    request_scope TEXT,
+    request_id TEXT,
     caller TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     started_at INTEGER,
@@ -68,6 +70,7 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_by_server ON actions (server_id, seq);
 CREATE INDEX IF NOT EXISTS actions_by_state ON actions (state);
+CREATE UNIQUE INDEX IF NOT EXISTS actions_by_request ON actions (request_scope, request_id);
 CREATE TABLE IF NOT EXISTS steps (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     action_id TEXT NOT NULL,
@@ -91,6 +94,67 @@ CREATE TABLE IF NOT EXISTS events (
 );
 "#;
 
+/// Brings a database made by an older version up to `SCHEMA`; runs first, in
+/// the same transaction. `CREATE TABLE IF NOT EXISTS` leaves an existing table
+/// as it was, so a table whose shape changed is rebuilt here. Each step is
+/// written as it was at the time and never follows later changes of `SCHEMA`.
+fn migrate(conn: &Connection) -> Result<()> {
+    let columns = |table: &str| -> Result<Vec<String>> {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+        let names = stmt
+            .query_map([table], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(names)
+    };
+    let actions = columns("actions")?;
+    if !actions.is_empty() && !actions.iter().any(|c| c == "request_scope") {
+        tracing::info!("migrating the state database: request ids become unique per project");
+        conn.execute_batch(MIGRATE_REQUEST_SCOPE)?;
+    }
+    // Steps gained `data`: what a finished step returned, for resuming.
+    let steps = columns("steps")?;
+    if !steps.is_empty() && !steps.iter().any(|c| c == "data") {
+        conn.execute_batch("ALTER TABLE steps ADD COLUMN data TEXT")?;
+    }
+    Ok(())
+}
+
+/// request_id was unique across every caller (a column constraint, which
+/// SQLite cannot drop), so one tenant's id blocked — and named — another's.
+/// It is now unique per request scope; existing ids get the scope of the
+/// caller recorded on their action.
+const MIGRATE_REQUEST_SCOPE: &str = r#"
+CREATE TABLE actions_scoped (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    server_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    params TEXT NOT NULL,
+    request_scope TEXT,
+    request_id TEXT,
+    caller TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    message TEXT NOT NULL,
+    superseded_by TEXT
+);
+INSERT INTO actions_scoped (seq, id, server_id, kind, state, params, request_scope,
+    request_id, caller, created_at, started_at, finished_at, message, superseded_by)
+SELECT seq, id, server_id, kind, state, params,
+    CASE
+        WHEN request_id IS NULL THEN NULL
+        WHEN COALESCE(json_extract(caller, '$.project_id'), '') <> ''
+            THEN 'project:' || json_extract(caller, '$.project_id')
+        ELSE 'caller:' || COALESCE(json_extract(caller, '$.id'), '')
+    END,
+    request_id, caller, created_at, started_at, finished_at, message, superseded_by
+FROM actions;
+DROP TABLE actions;
+ALTER TABLE actions_scoped RENAME TO actions;
+"#;
+
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -105,7 +169,8 @@ fn parse_enum<T>(what: &str, s: String, f: fn(&str) -> Option<T>) -> Result<T> {
 
 impl Store {
     /// Opens (or creates) `DIR/rack-agent.db`. The directory is made 0700 and
-    /// the database files 0600: inline BMC passwords live there.
+    /// the database files 0600: the inline BMC passwords' files live beside
+    /// it (the database holds only their names).
     pub fn open(dir: &Path) -> Result<Store> {
         use std::os::unix::fs::PermissionsExt;
         let dir_err = |source| StoreError::Dir {
@@ -141,8 +206,15 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;"))?;
-        migrate(&conn)?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let schema = migrate(&conn).and_then(|()| Ok(conn.execute_batch(SCHEMA)?));
+        match schema {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -222,8 +294,8 @@ impl Store {
     pub fn insert_action(&self, a: &Action) -> Result<()> {
         self.conn().execute(
             "INSERT INTO actions (id, server_id, kind, state, params, request_id, caller,
-                created_at, started_at, finished_at, message, superseded_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                created_at, started_at, finished_at, message, superseded_by, request_scope)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 a.id,
                 a.server_id,
@@ -237,6 +309,7 @@ impl Store {
                 a.finished_at,
                 a.message,
                 a.superseded_by,
+                a.request_id.as_ref().map(|_| a.caller.request_scope()),
             ],
         )?;
         Ok(())
@@ -283,12 +356,13 @@ impl Store {
         raw.map(|r| action_with_steps(&conn, r)).transpose()
     }
 
-    pub fn action_by_request_id(&self, request_id: &str) -> Result<Option<Action>> {
+    /// The action a request id names within a scope (`Caller::request_scope`).
+    pub fn action_by_request_id(&self, scope: &str, request_id: &str) -> Result<Option<Action>> {
         let conn = self.conn();
         let raw = conn
             .query_row(
-                "SELECT * FROM actions WHERE request_id = ?1",
-                [request_id],
+                "SELECT * FROM actions WHERE request_scope = ?1 AND request_id = ?2",
+                [scope, request_id],
                 raw_action,
             )
             .optional()?;
@@ -396,23 +470,6 @@ impl Store {
         };
         Ok((lo.unwrap_or(hi + 1) as u64, hi as u64))
     }
-}
-
-/// Brings a database made by an older version up to this schema.
-fn migrate(conn: &Connection) -> Result<()> {
-    // Steps gained `data` (what a finished step returned, for resuming).
-    if !has_column(conn, "steps", "data")? {
-        conn.execute_batch("ALTER TABLE steps ADD COLUMN data TEXT")?;
-    }
-    Ok(())
-}
-
-fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
-    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
-    let names = stmt
-        .query_map([], |r| r.get::<_, String>(1))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(names.iter().any(|n| n == column))
 }
 
 trait Mode0600 {
@@ -763,17 +820,122 @@ mod tests {
         assert_eq!(next2, None);
     }
 
+    fn caller_of(project: Option<&str>) -> Caller {
+        Caller {
+            id: "u".into(),
+            project_id: project.map(String::from),
+            roles: vec![],
+        }
+    }
+
     #[test]
-    fn request_id_is_unique() {
+    fn request_id_is_unique_per_scope() {
         let store = Store::open_in_memory().unwrap();
+        let agent = Caller::agent().request_scope();
         store.insert_action(&action("a1", "s1")).unwrap();
         let mut dup = action("a2", "s1");
         dup.request_id = Some("req-a1".into());
         assert!(store.insert_action(&dup).is_err());
         assert_eq!(
-            store.action_by_request_id("req-a1").unwrap().unwrap().id,
+            store
+                .action_by_request_id(&agent, "req-a1")
+                .unwrap()
+                .unwrap()
+                .id,
             "a1"
         );
+        // Another project may use the same id; each finds only its own.
+        let mut other = action("b1", "s2");
+        other.request_id = Some("req-a1".into());
+        other.caller = caller_of(Some("p2"));
+        store.insert_action(&other).unwrap();
+        assert_eq!(
+            store
+                .action_by_request_id("project:p2", "req-a1")
+                .unwrap()
+                .unwrap()
+                .id,
+            "b1"
+        );
+        assert!(store
+            .action_by_request_id("project:p3", "req-a1")
+            .unwrap()
+            .is_none());
+        // Actions without a request id never collide.
+        for id in ["n1", "n2"] {
+            let mut a = action(id, "s1");
+            a.request_id = None;
+            store.insert_action(&a).unwrap();
+        }
+    }
+
+    /// The `actions` table as the first release made it: `request_id UNIQUE`
+    /// across every caller.
+    const V1_ACTIONS: &str = "CREATE TABLE actions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        server_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        params TEXT NOT NULL,
+        request_id TEXT UNIQUE,
+        caller TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        message TEXT NOT NULL,
+        superseded_by TEXT
+    );
+    CREATE INDEX actions_by_server ON actions (server_id, seq);
+    CREATE INDEX actions_by_state ON actions (state);";
+
+    #[test]
+    fn an_old_database_gets_request_ids_scoped_by_project() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("rack-agent.db")).unwrap();
+            conn.execute_batch(V1_ACTIONS).unwrap();
+            let insert = |seq: i64, id: &str, rid: Option<&str>, caller: &Caller| {
+                conn.execute(
+                    "INSERT INTO actions (seq, id, server_id, kind, state, params, request_id,
+                        caller, created_at, message)
+                     VALUES (?1, ?2, 's1', 'lock', 'succeeded', '{}', ?3, ?4, 1, 'locked')",
+                    params![seq, id, rid, serde_json::to_string(caller).unwrap()],
+                )
+                .unwrap();
+            };
+            insert(7, "old-p1", Some("r1"), &caller_of(Some("p1")));
+            insert(8, "old-ops", Some("r2"), &caller_of(None));
+            insert(9, "old-none", None, &caller_of(Some("p1")));
+        }
+        let store = Store::open(dir.path()).unwrap();
+        // Old ids are found in the scope of the caller that used them...
+        let found = |scope: &str, rid: &str| {
+            store
+                .action_by_request_id(scope, rid)
+                .unwrap()
+                .map(|a| a.id)
+        };
+        assert_eq!(found("project:p1", "r1").as_deref(), Some("old-p1"));
+        assert_eq!(found("caller:u", "r2").as_deref(), Some("old-ops"));
+        assert_eq!(found("project:p2", "r1"), None);
+        // ... still block a second use there, and no longer anywhere else.
+        let mut dup = action("new-p1", "s1");
+        dup.request_id = Some("r1".into());
+        dup.caller = caller_of(Some("p1"));
+        assert!(store.insert_action(&dup).is_err());
+        let mut p2 = action("new-p2", "s1");
+        p2.request_id = Some("r1".into());
+        p2.caller = caller_of(Some("p2"));
+        store.insert_action(&p2).unwrap();
+        // Every action survived, and numbering goes on after the old ones.
+        let (page, _) = store.list_actions("s1", None, 10).unwrap();
+        let ids: Vec<&str> = page.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["new-p2", "old-none", "old-ops", "old-p1"]);
+        drop(store);
+        // Opening it again is a no-op.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.list_actions("s1", None, 10).unwrap().0.len(), 4);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use serde_json::Value;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
+type Client = rack_agent::proto::rack_agent_client::RackAgentClient<tonic::transport::Channel>;
+
 const FAKE: &str = "[fake_bmc]\nenabled = true\nlatency = \"20ms\"\n\n[sync]\ninterval = \"300ms\"\njitter = \"50ms\"\n\n[timeouts]\nconfirm_poll = \"50ms\"\nsoft_reboot = \"2s\"\ngraceful_stop = \"2s\"\n\n";
 
 fn json(out: &std::process::Output) -> Value {
@@ -380,4 +382,662 @@ async fn tonic_client_gets_exact_answers() {
     assert_eq!(err.code(), Code::NotFound);
 
     assert!(!d.log().contains(secret), "secret in the daemon log");
+}
+
+fn lock(server: &str) -> pb::LockRequest {
+    pb::LockRequest {
+        server_id: server.into(),
+        request_id: String::new(),
+    }
+}
+
+fn unlock(server: &str) -> pb::UnlockRequest {
+    pb::UnlockRequest {
+        server_id: server.into(),
+        request_id: String::new(),
+    }
+}
+
+/// Defect 4: the owner could re-lock an admin's lock, which cleared
+/// `locked_by_admin`, and then unlock it.
+#[tokio::test]
+async fn only_an_admin_changes_an_admins_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!("{FAKE}{}", inventory("node", 1, "tenant-a")),
+    );
+    let mut c = d.client().await;
+    fn owner<T>(m: T) -> tonic::Request<T> {
+        as_caller(m, "u-a", "member", "tenant-a")
+    }
+    let locked_by_admin = |s: &pb::Server| (s.locked, s.locked_by_admin);
+    async fn server(c: &mut Client) -> pb::Server {
+        c.get_server(admin(pb::GetServerRequest {
+            id: "node-01".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
+    c.lock(admin(lock("node-01"))).await.unwrap();
+    assert_eq!(locked_by_admin(&server(&mut c).await), (true, true));
+
+    // The owner's Lock would replace the admin's lock with their own: refused.
+    let err = c.lock(owner(lock("node-01"))).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("the lock was set by an admin"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(locked_by_admin(&server(&mut c).await), (true, true));
+    // And so is their Unlock, before and after the refused Lock.
+    let err = c.unlock(owner(unlock("node-01"))).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(locked_by_admin(&server(&mut c).await), (true, true));
+
+    // An admin lifts it; then the owner's own lock is theirs to lift.
+    c.unlock(admin(unlock("node-01"))).await.unwrap();
+    c.lock(owner(lock("node-01"))).await.unwrap();
+    assert_eq!(locked_by_admin(&server(&mut c).await), (true, false));
+    c.lock(owner(lock("node-01"))).await.unwrap();
+    c.unlock(owner(unlock("node-01"))).await.unwrap();
+    assert_eq!(locked_by_admin(&server(&mut c).await), (false, false));
+}
+
+/// Defect 5: a request_id another project had used was refused with that
+/// project's action id, kind and server in the message.
+#[tokio::test]
+async fn request_ids_are_scoped_to_the_callers_project() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!(
+            "{FAKE}{}{}",
+            inventory("a", 1, "tenant-a"),
+            inventory("b", 1, "tenant-b")
+        ),
+    );
+    let mut c = d.client().await;
+    let as_a = |m| as_caller(m, "alice", "member", "tenant-a");
+    let as_b = |m| as_caller(m, "bob", "member", "tenant-b");
+    let lock_with = |server: &str, rid: &str| pb::LockRequest {
+        server_id: server.into(),
+        request_id: rid.into(),
+    };
+
+    let a1 = c
+        .lock(as_a(lock_with("a-01", "rid-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    // Project B's own request with the same id: a new action of its own, and
+    // nothing about project A's.
+    let b1 = c
+        .lock(as_b(lock_with("b-01", "rid-1")))
+        .await
+        .unwrap_or_else(|e| panic!("project B's request was refused: {e:?}"))
+        .into_inner();
+    assert_ne!(b1.id, a1.id);
+    assert_eq!(b1.server_id, "b-01");
+    // Retries within each project return that project's action.
+    let again = c
+        .lock(as_b(lock_with("b-01", "rid-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, b1.id);
+    let again = c
+        .lock(as_a(lock_with("a-01", "rid-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, a1.id);
+    // The same id for another request of the same project: refused, naming
+    // only that project's action.
+    let err = c
+        .unlock(as_caller(
+            pb::UnlockRequest {
+                server_id: "b-01".into(),
+                request_id: "rid-1".into(),
+            },
+            "bob",
+            "member",
+            "tenant-b",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains(&b1.id), "{}", err.message());
+    assert!(
+        !err.message().contains(&a1.id) && !err.message().contains("a-01"),
+        "another project's action leaked: {}",
+        err.message()
+    );
+}
+
+/// Lock/Unlock `server` `n` times as an admin: one event each, no BMC traffic.
+async fn flip_locks(mut c: Client, server: String, n: usize) {
+    for i in 0..n {
+        if i % 2 == 0 {
+            c.lock(admin(lock(&server))).await.unwrap();
+        } else {
+            c.unlock(admin(unlock(&server))).await.unwrap();
+        }
+    }
+}
+
+/// The `x-rackagent-resume-after-seq` trailer of a status, if any.
+fn resume_after(st: &tonic::Status) -> Option<u64> {
+    st.metadata()
+        .get("x-rackagent-resume-after-seq")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Defect 6: with `events.retain = 60`, a watcher that stopped reading while
+/// thousands of events were written jumped from one seq to a far later one,
+/// with no error: the catch-up from the store did not check for the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_falls_behind_ends_out_of_range_and_never_skips() {
+    const EVENTS: usize = 8_000;
+    // Thousands of synced writes: on tmpfs where there is one, since the
+    // disk's fsync latency is not what this test is about.
+    let dir = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!(
+            "{FAKE}[events]\nretain = 60\n\n{}",
+            inventory("node", 2, "tenant-a")
+        ),
+    );
+    let c = d.client().await;
+    let watch_all = || {
+        admin(pb::WatchPowerStateRequest {
+            server_ids: vec![],
+            after_seq: 0,
+        })
+    };
+    // A watcher that keeps up, reading in a task of its own.
+    let mut fast = c
+        .clone()
+        .watch_power_state(watch_all())
+        .await
+        .unwrap()
+        .into_inner();
+    let fast = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(3), fast.next()).await {
+                Ok(Some(Ok(ev))) => seqs.push(ev.seq),
+                Ok(Some(Err(e))) => panic!("the watcher that keeps up got {e:?}"),
+                Ok(None) => panic!("the watcher that keeps up ended"),
+                Err(_) => return seqs, // quiet for 3 s: the storm is over
+            }
+        }
+    });
+    // A watcher on a connection of its own with a small HTTP/2 stream window,
+    // so the agent's buffers fill once it stops reading. (The connection
+    // window stays large: h2 sizes its budget of buffered small DATA frames
+    // by it, and ends a connection that exceeds it.)
+    let channel = tonic::transport::Endpoint::from_shared(d.endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(1 << 20)
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = rack_agent::proto::rack_agent_client::RackAgentClient::new(channel)
+        .watch_power_state(watch_all())
+        .await
+        .unwrap()
+        .into_inner();
+    flip_locks(c.clone(), "node-01".into(), 1).await;
+    let first = slow.next().await.unwrap().unwrap();
+
+    // The storm, while the slow watcher reads nothing.
+    let started = std::time::Instant::now();
+    let a = tokio::spawn(flip_locks(c.clone(), "node-01".into(), EVENTS / 2));
+    let b = tokio::spawn(flip_locks(c.clone(), "node-02".into(), EVENTS / 2));
+    a.await.unwrap();
+    b.await.unwrap();
+    eprintln!("{EVENTS} events in {:?}", started.elapsed());
+
+    // The slow watcher: an unbroken run of events, then OUT_OF_RANGE naming
+    // where it stands and where to resume.
+    let mut last = first.seq;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next())
+            .await
+            .expect("the slow watcher stalled")
+        {
+            Some(Ok(ev)) => {
+                assert_eq!(
+                    ev.seq,
+                    last + 1,
+                    "the watch skipped from {last} to {}",
+                    ev.seq
+                );
+                last = ev.seq;
+            }
+            Some(Err(st)) => break st,
+            None => panic!("the watch ended OK after seq {last} without the rest"),
+        }
+    };
+    assert_eq!(end.code(), Code::OutOfRange, "{end:?}");
+    assert!(
+        end.message().contains(&format!("seq {last}")),
+        "the message names the last seq delivered ({last}): {}",
+        end.message()
+    );
+    let resume = resume_after(&end).expect("x-rackagent-resume-after-seq trailer");
+    assert!(
+        end.message().contains(&format!("after_seq = {resume}")),
+        "{}",
+        end.message()
+    );
+    // Resuming from there is accepted.
+    let mut again = c
+        .clone()
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec![],
+            after_seq: resume,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    flip_locks(c.clone(), "node-01".into(), 1).await;
+    let next = again.next().await.unwrap().unwrap();
+    assert!(next.seq > resume, "{next:?}");
+
+    // The watcher that kept up saw every event, in order.
+    let seqs = fast.await.unwrap();
+    assert!(seqs.len() > EVENTS, "{} events", seqs.len());
+    for w in seqs.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "the watcher that kept up skipped");
+    }
+}
+
+/// Defect 7: on SIGTERM, WatchAction ended with status OK while its action
+/// was still RUNNING (and WatchPowerState ended OK too), so a client could
+/// not tell "done" from "the agent went away".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_unavailable_saying_how_to_resume_when_the_agent_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    // The OS ignores ACPI: a SOFT reboot waits (a minute) for the power to go.
+    let body = format!(
+        "[fake_bmc]\nenabled = true\nlatency = \"20ms\"\nignore_acpi = true\n\n[sync]\ninterval = \"300ms\"\njitter = \"50ms\"\n\n[timeouts]\nconfirm_poll = \"50ms\"\nsoft_reboot = \"60s\"\nshutdown_grace = \"1s\"\n\n{}",
+        inventory("node", 1, "tenant-a")
+    );
+    let mut d = start_daemon(dir.path(), &body);
+    let mut c = d.client().await;
+    wait_server(&mut c, "node-01", Duration::from_secs(10), |s| {
+        s.power_state == pb::PowerState::On as i32
+    })
+    .await;
+    let mut events = c
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec![],
+            after_seq: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = c
+        .reboot(admin(pb::RebootRequest {
+            server_id: "node-01".into(),
+            r#type: pb::RebootType::Soft as i32,
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut action = c
+        .watch_action(admin(pb::WatchActionRequest { id: a.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    // Running: the graceful off was sent and the agent waits for the power.
+    loop {
+        let now = action.next().await.unwrap().unwrap();
+        if now.events.iter().any(|e| e.step.contains("graceful")) {
+            assert_eq!(now.state, pb::ActionState::Running as i32, "{now:?}");
+            break;
+        }
+    }
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first.task, "reboot_soft", "{first:?}");
+
+    let pid = d.pid().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+
+    // WatchAction: UNAVAILABLE, naming the action and how to follow it on.
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), action.next())
+            .await
+            .expect("WatchAction did not end after SIGTERM")
+        {
+            Some(Ok(now)) => assert_eq!(now.state, pb::ActionState::Running as i32),
+            Some(Err(st)) => break st,
+            None => panic!("WatchAction ended OK while action {} still runs", a.id),
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(end.message().contains(&a.id), "{}", end.message());
+    assert!(end.message().contains("GetAction"), "{}", end.message());
+    assert_eq!(
+        end.metadata()
+            .get("x-rackagent-action-id")
+            .and_then(|v| v.to_str().ok()),
+        Some(a.id.as_str())
+    );
+
+    // WatchPowerState: UNAVAILABLE, naming the last seq it delivered.
+    let mut last = first.seq;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("WatchPowerState did not end after SIGTERM")
+        {
+            Some(Ok(ev)) => last = ev.seq,
+            Some(Err(st)) => break st,
+            None => panic!("WatchPowerState ended OK after seq {last}"),
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(
+        end.message().contains(&format!("after_seq = {last}")),
+        "{}",
+        end.message()
+    );
+    assert_eq!(resume_after(&end), Some(last));
+
+    let exit = d
+        .wait_exit(Duration::from_secs(20))
+        .expect("the agent did not stop");
+    assert!(exit.success(), "{exit}");
+}
+
+/// Asserts a refusal: its code, that it names `field`, and that it is short.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+    field: &str,
+) {
+    let st = r.expect_err("accepted");
+    assert_eq!(
+        st.code(),
+        code,
+        "{}: {}",
+        field,
+        &st.message()[..st.message().len().min(300)]
+    );
+    assert!(
+        st.message().contains(field),
+        "the message does not name {field}: {}",
+        &st.message()[..st.message().len().min(300)]
+    );
+    assert!(
+        st.message().len() < 256,
+        "{field}: a {}-byte message echoes the input",
+        st.message().len()
+    );
+}
+
+/// Defect 8: only enrolment checked an id's length, and every refusal echoed
+/// the input whole: a 64 KB id came back in a 65 KB error.
+#[tokio::test]
+async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!("{FAKE}{}", inventory("node", 2, "tenant-a")),
+    );
+    let mut c = d.client().await;
+    let big = "x".repeat(64 * 1024);
+
+    refused(
+        c.reboot(admin(hard_reboot(&big))).await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    refused(
+        c.get_server(admin(pb::GetServerRequest { id: big.clone() }))
+            .await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.remove_server(admin(pb::RemoveServerRequest { id: big.clone() }))
+            .await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.get_action(admin(pb::GetActionRequest { id: big.clone() }))
+            .await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.watch_action(admin(pb::WatchActionRequest { id: big.clone() }))
+            .await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.list_actions(admin(pb::ListActionsRequest {
+            server_id: big.clone(),
+            ..Default::default()
+        }))
+        .await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    refused(
+        c.list_actions(admin(pb::ListActionsRequest {
+            server_id: "node-01".into(),
+            page_token: big.clone(),
+            ..Default::default()
+        }))
+        .await,
+        Code::InvalidArgument,
+        "page_token",
+    );
+    refused(
+        c.get_power_state(admin(pb::GetPowerStateRequest {
+            server_id: big.clone(),
+            refresh: false,
+        }))
+        .await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    refused(
+        c.watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec!["node-01".into(), big.clone()],
+            after_seq: 0,
+        }))
+        .await,
+        Code::InvalidArgument,
+        "server_ids",
+    );
+    refused(
+        c.reboot(admin(pb::RebootRequest {
+            request_id: big.clone(),
+            ..hard_reboot("node-01")
+        }))
+        .await,
+        Code::InvalidArgument,
+        "request_id",
+    );
+    let enroll = |id: &str, project: &str| pb::EnrollServerRequest {
+        id: id.into(),
+        project_id: project.into(),
+        bmc: Some(pb::BmcEndpoint {
+            protocol: pb::BmcProtocol::Ipmi as i32,
+            address: "127.0.0.1".into(),
+            port: 0,
+            username: "u".into(),
+            secret: Some(pb::bmc_endpoint::Secret::PasswordFile("bmc.pass".into())),
+            options: Default::default(),
+        }),
+        skip_verify: true,
+    };
+    refused(
+        c.enroll_server(admin(enroll(&big, "p1"))).await,
+        Code::InvalidArgument,
+        "id",
+    );
+    refused(
+        c.enroll_server(admin(enroll("n9", &big))).await,
+        Code::InvalidArgument,
+        "project_id",
+    );
+    // One rule for every id: characters too, not only length.
+    refused(
+        c.reboot(admin(hard_reboot("node-01\n"))).await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    refused(
+        c.reboot(admin(pb::RebootRequest {
+            request_id: "retry 1".into(),
+            ..hard_reboot("node-01")
+        }))
+        .await,
+        Code::InvalidArgument,
+        "request_id",
+    );
+    // The caller's identity follows the same rule.
+    let long = "u".repeat(4000);
+    refused(
+        c.get_server(as_caller(
+            pb::GetServerRequest {
+                id: "node-01".into(),
+            },
+            &long,
+            "admin",
+            "ops",
+        ))
+        .await,
+        Code::Unauthenticated,
+        "x-rackagent-caller",
+    );
+    refused(
+        c.get_server(as_caller(
+            pb::GetServerRequest {
+                id: "node-01".into(),
+            },
+            "u",
+            "admin",
+            &long,
+        ))
+        .await,
+        Code::Unauthenticated,
+        "x-rackagent-project",
+    );
+
+    // Virtual media URLs go through a URL parser.
+    let reinstall = |url: &str| pb::ReinstallRequest {
+        server_id: "node-01".into(),
+        boot_source: Some(pb::reinstall_request::BootSource::VirtualMediaUrl(
+            url.into(),
+        )),
+        request_id: String::new(),
+    };
+    for url in [
+        "http://images.example/a b.iso",
+        "http:///x.iso",
+        "https://",
+        "http://h/x\u{7}.iso",
+    ] {
+        refused(
+            c.reinstall(admin(reinstall(url))).await,
+            Code::InvalidArgument,
+            "virtual_media_url",
+        );
+    }
+    c.reinstall(admin(reinstall("HTTPS://Images.Example:8443/rhel9.iso")))
+        .await
+        .expect("an upper-case scheme is a valid URL");
+
+    // Over the request size limit: RESOURCE_EXHAUSTED (OUT_OF_RANGE is for cursors).
+    for size in [1_000_000, 2 << 20] {
+        let st = c
+            .reboot(admin(hard_reboot(&"x".repeat(size))))
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::ResourceExhausted, "{size}: {st:?}");
+        assert!(
+            st.message().contains("too large") && st.message().contains("262144"),
+            "{}",
+            st.message()
+        );
+    }
+    // Just under it: decoded, then refused as an id.
+    refused(
+        c.reboot(admin(hard_reboot(&"x".repeat(200 * 1024)))).await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+}
+
+/// Defect 11: the fake BMC journal had no default location, and a journal
+/// path in a directory that did not exist stopped the daemon at start.
+#[tokio::test]
+async fn the_fake_bmc_journal_defaults_to_the_state_directory_and_makes_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_daemon(
+        dir.path(),
+        &format!("{FAKE}{}", inventory("node", 1, "tenant-a")),
+    );
+    let mut c = d.client().await;
+    let a = c
+        .reboot(admin(hard_reboot("node-01")))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_action(&mut c, &a.id, Duration::from_secs(10)).await;
+    let journal = dir.path().join("state/fake-bmc.journal");
+    let text = std::fs::read_to_string(&journal)
+        .unwrap_or_else(|e| panic!("no journal at {}: {e}", journal.display()));
+    assert!(text.contains("node-01 hard_reset"), "{text}");
+    drop(d);
+
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let journal = dir.path().join("not/yet/there/bmc.journal");
+    let fake = FAKE.replace(
+        "[fake_bmc]\n",
+        &format!("[fake_bmc]\njournal = \"{}\"\n", journal.display()),
+    );
+    let d = start_daemon(
+        dir.path(),
+        &format!("{fake}{}", inventory("node", 1, "tenant-a")),
+    );
+    let mut c = d.client().await;
+    let a = c
+        .reboot(admin(hard_reboot("node-01")))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_action(&mut c, &a.id, Duration::from_secs(10)).await;
+    assert!(std::fs::read_to_string(&journal)
+        .unwrap()
+        .contains("node-01 hard_reset"));
 }

@@ -2,6 +2,9 @@
 //! through gRPC, against ipmi_sim BMCs whose power is a QEMU VM. Every effect
 //! is checked on the VM itself (QEMU process, serial console, the BMC's call
 //! log) or with `ipmitool`, never through the agent's own answers alone.
+//! Most VMs boot no OS and ignore ACPI (soft actions end in their fallbacks);
+//! the `acpi_guest` tests boot the bench guest (hil-tests/guest), whose console
+//! says when it booted and when it shut down cleanly on the power button.
 //!
 //! The peers must be installed (`hil-tests/ipmi/setup.sh`); when they are not,
 //! these tests fail and say so.
@@ -317,4 +320,170 @@ async fn broken_bmcs_fail_their_actions_with_reasons_and_the_rest_is_served() {
     assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
     assert!(bench.qemu_pid(0).is_some());
     assert!(!d.log().contains(wrong), "the wrong password is in the log");
+}
+
+/// For VMs that boot the ACPI guest: windows long enough for a slow (TCG)
+/// guest under load to act on the power button, so a fallback would be a bug.
+const GUEST_SETTINGS: &str = r#"
+[sync]
+interval = "1s"
+jitter = "100ms"
+
+[timeouts]
+bmc_command = "10s"
+confirm_poll = "200ms"
+power_confirm = "60s"
+soft_reboot = "60s"
+graceful_stop = "60s"
+shutdown_grace = "5s"
+"#;
+
+/// A TCG boot to `rack-guest: ready` takes ~5 s alone; tests run in
+/// parallel on two cores.
+const GUEST_BOOT: Duration = Duration::from_secs(120);
+
+/// A daemon serving one server, "n1", on the bench's first BMC, started
+/// through the daemon and booted to `rack-guest: ready`.
+async fn daemon_with_a_ready_guest(bench: &Bench, dir: &std::path::Path) -> Daemon {
+    write_secret(dir, "bmc.pass", PASSWORD);
+    let body = format!(
+        "{GUEST_SETTINGS}{}",
+        server("n1", bench.port(0), "bmc.pass")
+    );
+    let d = start_daemon(dir, &body);
+    let mut c = d.client().await;
+    wait_server(&mut c, "n1", Duration::from_secs(15), |s| {
+        s.power_state == pb::PowerState::Off as i32
+    })
+    .await;
+    let a = act(
+        c.clone(),
+        c.clone()
+            .start(admin(pb::StartRequest {
+                server_id: "n1".into(),
+                request_id: String::new(),
+            }))
+            .await,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    bench.wait_guest_ready(0, 1, GUEST_BOOT);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acpi_guest_graceful_stop_is_a_clean_shutdown_without_forcing() {
+    let bench = Bench::start_guest(1);
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon_with_a_ready_guest(&bench, dir.path()).await;
+    let c = d.client().await;
+
+    let a = act(
+        c.clone(),
+        c.clone()
+            .stop(admin(pb::StopRequest {
+                server_id: "n1".into(),
+                force: false,
+                request_id: String::new(),
+            }))
+            .await,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    // The evidence: the power seen off, recorded on the wait step.
+    assert!(
+        a.message.starts_with("powered off (graceful; off after "),
+        "{}",
+        story(&a)
+    );
+    assert!(
+        a.events
+            .iter()
+            .any(|e| e.step == "wait_off" && e.detail.starts_with("off after ")),
+        "{}",
+        story(&a)
+    );
+    assert!(
+        !a.events.iter().any(|e| e.step == "fallback_force_off"),
+        "{}",
+        story(&a)
+    );
+    // The guest shut itself down, once; nobody forced the power off.
+    assert_eq!(
+        bench.clean_shutdowns(0),
+        1,
+        "one clean shutdown on the console:\n{}",
+        bench.serial_log(0)
+    );
+    assert!(bench.qemu_pid(0).is_none(), "QEMU still runs after stop");
+    // (A late answer to the soft-off may make the driver re-send it: the
+    // console, not the call count, says how often the guest shut down.)
+    let calls = bench.calls(0);
+    assert!(count(&calls, "set shutdown") >= 1, "{calls}");
+    assert_eq!(count(&calls, "set power 0"), 0, "forced off:\n{calls}");
+    let (ok, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
+    assert!(ok && out.contains("Chassis Power is off"), "{out}");
+    assert_eq!(bench.guest_boots(0), 1, "{}", bench.serial_log(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acpi_guest_soft_reboot_is_one_clean_shutdown_and_one_boot_without_fallback() {
+    let bench = Bench::start_guest(1);
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon_with_a_ready_guest(&bench, dir.path()).await;
+    let c = d.client().await;
+    let before = bench.qemu_pid(0).expect("QEMU runs after start");
+
+    let a = act(
+        c.clone(),
+        c.clone()
+            .reboot(admin(pb::RebootRequest {
+                server_id: "n1".into(),
+                r#type: pb::RebootType::Soft as i32,
+                request_id: String::new(),
+            }))
+            .await,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    // The evidence: off, then on, each recorded on its wait step.
+    assert!(
+        a.message
+            .starts_with("rebooted (SOFT): the OS shut down (off after "),
+        "{}",
+        story(&a)
+    );
+    for (step, seen) in [("wait_off", "off after "), ("wait_on", "on after ")] {
+        assert!(
+            a.events
+                .iter()
+                .any(|e| e.step == step && e.detail.starts_with(seen)),
+            "{}",
+            story(&a)
+        );
+    }
+    assert!(
+        !a.events.iter().any(|e| e.step == "fallback_hard"),
+        "{}",
+        story(&a)
+    );
+    // On the console: the guest shut down cleanly once, then booted once more.
+    bench.wait_guest_ready(0, 2, GUEST_BOOT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let console = bench.serial_log(0);
+    assert_eq!(bench.clean_shutdowns(0), 1, "{console}");
+    assert_eq!(bench.guest_boots(0), 2, "{console}");
+    // Off by the guest, on by the BMC: a new VM process, never a reset.
+    let after = bench.qemu_pid(0).expect("QEMU runs after the reboot");
+    assert_ne!(after, before, "the VM was not powered off and on");
+    // The console is the count that matters: the driver re-sends a soft-off
+    // whose answer is late (it is idempotent), and ipmi_sim presses the
+    // button again; the guest ignores a press while it shuts down.
+    let calls = bench.calls(0);
+    assert!(count(&calls, "set shutdown") >= 1, "{calls}");
+    assert_eq!(count(&calls, "set reset"), 0, "{calls}");
+    assert_eq!(count(&calls, "set power 0"), 0, "forced off:\n{calls}");
 }

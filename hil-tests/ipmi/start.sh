@@ -9,7 +9,11 @@
 # Environment: BMC_USER (admin), BMC_PASSWORD (password), BMC_ADDR (127.0.0.1;
 # "::1" for IPv6), BMC_POWER (qemu;
 # "none" starts BMCs without a power program: status always off, power
-# commands refused — for measuring the protocol alone).
+# commands refused — for measuring the protocol alone), BMC_GUEST (none: the
+# VM boots no OS, SeaBIOS only, and ignores ACPI; "acpi": it boots the bench
+# guest of hil-tests/guest, which shuts down cleanly on IPMI soft-off — built
+# by hil-tests/guest/build.sh). A one-time PXE boot is a network boot through
+# iPXE either way.
 set -euo pipefail
 
 if [ $# -ne 3 ]; then
@@ -21,6 +25,15 @@ user=${BMC_USER:-admin}
 password=${BMC_PASSWORD:-password}
 addr=${BMC_ADDR:-127.0.0.1}
 here=$(cd "$(dirname "$0")" && pwd)
+guest=${BMC_GUEST:-none}
+case "$guest" in
+    none) ;;
+    acpi)
+        # Fail now rather than at the first power on, inside ipmi_sim.
+        bash "$here/../guest/qemu-args.sh" >/dev/null || exit 1
+        ;;
+    *) echo "start.sh: BMC_GUEST must be none or acpi, not '$guest'" >&2; exit 2 ;;
+esac
 
 for tool in ipmi_sim qemu-system-x86_64 python3; do
     command -v "$tool" >/dev/null || {
@@ -36,6 +49,7 @@ for i in $(seq 0 $((n - 1))); do
     port=$((base + i))
     bmc="$dir/bmc$i"
     mkdir -p "$bmc/state"
+    echo "$guest" >"$bmc/guest"
     if [ -f "$bmc/ipmi_sim.pid" ] && kill -0 "$(cat "$bmc/ipmi_sim.pid")" 2>/dev/null; then
         echo "start.sh: bmc$i already running" >&2
         continue

@@ -66,7 +66,14 @@ pub fn from_certificate(der: &[u8]) -> Result<Caller, EngineError> {
         .ok_or_else(|| {
             EngineError::Unauthenticated("client certificate has no subject CN".into())
         })?;
-    let project_id = subject.iter_organization().find_map(text);
+    check_id("client certificate CN", &id)?;
+    let project_id = subject
+        .iter_organization()
+        .find_map(text)
+        .filter(|o| !o.is_empty());
+    if let Some(p) = &project_id {
+        check_id("client certificate O", p)?;
+    }
     // Roles: every OU, each possibly a comma-separated list.
     let roles: Vec<String> = subject
         .iter_organizational_unit()
@@ -122,6 +129,11 @@ fn from_metadata(md: &MetadataMap) -> Result<Option<Caller>, EngineError> {
         }
         return Ok(None);
     };
+    check_id(CALLER, &id)?;
+    let project_id = get(PROJECT)?;
+    if let Some(p) = &project_id {
+        check_id(PROJECT, p)?;
+    }
     let roles = get(ROLES)?
         .map(|r| {
             r.split(',')
@@ -132,9 +144,15 @@ fn from_metadata(md: &MetadataMap) -> Result<Option<Caller>, EngineError> {
         .unwrap_or_default();
     Ok(Some(Caller {
         id,
-        project_id: get(PROJECT)?,
+        project_id,
         roles,
     }))
+}
+
+/// Caller and project ids follow the one rule for ids; a bad one means the
+/// caller cannot be named.
+fn check_id(field: &str, value: &str) -> Result<(), EngineError> {
+    crate::model::validate_id(field, value).map_err(EngineError::Unauthenticated)
 }
 
 #[cfg(test)]
@@ -167,6 +185,27 @@ mod tests {
         assert_eq!(c.id, "alice");
         assert_eq!(c.roles, vec!["member", "admin"]);
         assert_eq!(c.project_id.as_deref(), Some("p1"));
+    }
+
+    #[test]
+    fn caller_and_project_ids_follow_the_id_rule_and_are_echoed_briefly() {
+        let long = "u".repeat(5000);
+        for (caller, project, field) in [
+            (long.as_str(), "p1", CALLER),
+            ("alice", long.as_str(), PROJECT),
+            ("al ice", "p1", CALLER),
+            ("alice", "p/1", PROJECT),
+        ] {
+            let mut md = MetadataMap::new();
+            md.insert(CALLER, caller.parse().unwrap());
+            md.insert(PROJECT, project.parse().unwrap());
+            let err = from_metadata(&md).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, EngineError::Unauthenticated(_)), "{err:?}");
+            assert!(msg.starts_with(field) && msg.len() < 200, "{msg}");
+        }
+        let err = from_certificate(&cert(&"c".repeat(100), None, &[])).unwrap_err();
+        assert!(err.to_string().contains("CN"), "{err}");
     }
 
     #[test]

@@ -177,21 +177,44 @@ pub fn power_status(r: &PowerReading) -> pb::PowerStatus {
 
 // ---- requests ----
 
-pub fn required<'a>(field: &str, v: &'a str) -> Result<&'a str, EngineError> {
-    if v.trim().is_empty() {
-        Err(invalid(format!("{field} is required")))
-    } else {
-        Ok(v)
-    }
+/// An id from a request (server, action, project, page token), checked by
+/// the one rule for ids (`model::validate_id`); the refusal names `field`.
+pub fn id<'a>(field: &str, v: &'a str) -> Result<&'a str, EngineError> {
+    model::validate_id(field, v).map_err(invalid)?;
+    Ok(v)
 }
+
+fn text(field: &str, v: &str, max: usize) -> Result<(), EngineError> {
+    model::validate_text(field, v, max).map_err(invalid)
+}
+
+/// Bounds of the enrolment fields that are not ids.
+const ADDRESS_MAX: usize = 255;
+const USERNAME_MAX: usize = 64;
+const PASSWORD_MAX: usize = 256;
+const OPTIONS_MAX: usize = 32;
+const OPTION_VALUE_MAX: usize = 1024;
 
 pub fn request_id(v: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
 pub fn enroll(req: pb::EnrollServerRequest) -> Result<EnrollRequest, EngineError> {
-    required("id", &req.id)?;
+    id("id", &req.id)?;
+    id("project_id", &req.project_id)?;
     let bmc = req.bmc.ok_or_else(|| invalid("bmc is required"))?;
+    text("bmc.address", &bmc.address, ADDRESS_MAX)?;
+    text("bmc.username", &bmc.username, USERNAME_MAX)?;
+    if bmc.options.len() > OPTIONS_MAX {
+        return Err(invalid(format!(
+            "bmc.options has {} entries; at most {OPTIONS_MAX}",
+            bmc.options.len()
+        )));
+    }
+    for (k, v) in &bmc.options {
+        id("bmc.options key", k)?;
+        text(&format!("bmc.options.{k}"), v, OPTION_VALUE_MAX)?;
+    }
     let protocol = match pb::BmcProtocol::try_from(bmc.protocol) {
         Ok(pb::BmcProtocol::Ipmi) => Protocol::Ipmi,
         Ok(pb::BmcProtocol::Redfish) => Protocol::Redfish,
@@ -207,8 +230,17 @@ pub fn enroll(req: pb::EnrollServerRequest) -> Result<EnrollRequest, EngineError
         p => u16::try_from(p).map_err(|_| invalid(format!("bmc.port {p} is not a port number")))?,
     };
     let credential = match bmc.secret {
+        // Never repeated, not even in part.
+        Some(pb::bmc_endpoint::Secret::Password(p)) if p.len() > PASSWORD_MAX => {
+            return Err(invalid(format!(
+                "bmc.password is longer than {PASSWORD_MAX} bytes"
+            )))
+        }
         Some(pb::bmc_endpoint::Secret::Password(p)) => Credential::Inline(Secret::new(p)),
-        Some(pb::bmc_endpoint::Secret::PasswordFile(f)) => Credential::File(f),
+        Some(pb::bmc_endpoint::Secret::PasswordFile(f)) => {
+            text("bmc.password_file", &f, ADDRESS_MAX)?;
+            Credential::File(f)
+        }
         None => return Err(invalid("bmc.password or bmc.password_file is required")),
     };
     Ok(EnrollRequest {
@@ -276,9 +308,12 @@ pub fn action_page_token(t: &str) -> Result<Option<i64>, EngineError> {
     if t.is_empty() {
         return Ok(None);
     }
-    t.parse::<i64>()
-        .map(Some)
-        .map_err(|_| invalid(format!("page_token {t:?} is not one this service issued")))
+    t.parse::<i64>().map(Some).map_err(|_| {
+        invalid(format!(
+            "page_token {} is not one this service issued",
+            model::echo(t)
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -312,6 +347,61 @@ mod tests {
         };
         let err = enroll(req).unwrap_err().to_string();
         assert!(err.contains("UNSPECIFIED"), "{err}");
+    }
+
+    fn enroll_req(id: &str, project: &str) -> pb::EnrollServerRequest {
+        pb::EnrollServerRequest {
+            id: id.into(),
+            project_id: project.into(),
+            bmc: Some(pb::BmcEndpoint {
+                protocol: pb::BmcProtocol::Ipmi as i32,
+                address: "10.0.0.1".into(),
+                port: 0,
+                username: "u".into(),
+                secret: Some(pb::bmc_endpoint::Secret::Password("pw".into())),
+                options: Default::default(),
+            }),
+            skip_verify: true,
+        }
+    }
+
+    #[test]
+    fn every_enrolment_field_is_bounded_and_named() {
+        let big = "x".repeat(70_000);
+        let err = |r: pb::EnrollServerRequest| match enroll(r) {
+            Err(EngineError::InvalidArgument(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let m = err(enroll_req(&big, "p1"));
+        assert!(m.starts_with("id ") && m.len() < 200, "{m}");
+        let m = err(enroll_req("s1", &big));
+        assert!(m.starts_with("project_id ") && m.len() < 200, "{m}");
+        let mut r = enroll_req("s1", "p1");
+        r.bmc.as_mut().unwrap().address = big.clone();
+        assert!(err(r).starts_with("bmc.address"));
+        let mut r = enroll_req("s1", "p1");
+        r.bmc.as_mut().unwrap().username = big.clone();
+        assert!(err(r).starts_with("bmc.username"));
+        let mut r = enroll_req("s1", "p1");
+        r.bmc.as_mut().unwrap().secret = Some(pb::bmc_endpoint::Secret::Password(big.clone()));
+        let m = err(r);
+        assert!(m.starts_with("bmc.password") && !m.contains("xxx"), "{m}");
+        let mut r = enroll_req("s1", "p1");
+        r.bmc
+            .as_mut()
+            .unwrap()
+            .options
+            .insert("system_id".into(), big.clone());
+        assert!(err(r).starts_with("bmc.options.system_id"));
+        assert!(enroll(enroll_req("s1", "p1")).is_ok());
+    }
+
+    #[test]
+    fn a_page_token_is_echoed_briefly() {
+        let m = action_page_token(&"z".repeat(70_000))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("page_token") && m.len() < 200, "{m}");
     }
 
     #[test]

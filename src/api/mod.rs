@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod limits;
 pub mod service;
 pub mod status;
 

@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status};
 use tracing::debug;
 
 use super::auth::Authenticator;
-use super::convert::{self, required};
+use super::convert::{self, id as checked_id};
+use super::status::ApiError;
 use crate::engine::{ActionRequest, Engine};
 use crate::model::{Caller, ServerEvent};
 use crate::proto as pb;
@@ -51,7 +52,7 @@ impl Service {
         req: ActionRequest,
         request_id: &str,
     ) -> Result<Response<pb::Action>, Status> {
-        required("server_id", server_id)?;
+        checked_id("server_id", server_id)?;
         let a = self
             .engine()?
             .submit(caller, server_id, req, convert::request_id(request_id))?;
@@ -79,7 +80,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::Server>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
-        required("id", &id)?;
+        checked_id("id", &id)?;
         Ok(Response::new(convert::server(
             &engine.get_server(&caller, &id)?,
         )))
@@ -91,7 +92,10 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::ListServersResponse>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
-        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let after = match r.page_token.as_str() {
+            "" => None,
+            t => Some(checked_id("page_token", t)?),
+        };
         let (page, next) = engine.list_servers(&caller, after, convert::page_size(r.page_size));
         Ok(Response::new(pb::ListServersResponse {
             servers: page.iter().map(convert::server).collect(),
@@ -105,7 +109,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::RemoveServerResponse>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
-        required("id", &id)?;
+        checked_id("id", &id)?;
         engine.remove_server(&caller, &id).await?;
         Ok(Response::new(pb::RemoveServerResponse {}))
     }
@@ -190,7 +194,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::Action>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
-        required("id", &id)?;
+        checked_id("id", &id)?;
         Ok(Response::new(convert::action(
             &engine.get_action(&caller, &id)?,
         )))
@@ -202,7 +206,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::ListActionsResponse>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
-        required("server_id", &r.server_id)?;
+        checked_id("server_id", &r.server_id)?;
         let before = convert::action_page_token(&r.page_token)?;
         let (page, next) = engine.list_actions(
             &caller,
@@ -224,7 +228,7 @@ impl RackAgent for Service {
     ) -> Result<Response<Self::WatchActionStream>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let id = req.into_inner().id;
-        required("id", &id)?;
+        checked_id("id", &id)?;
         // Subscribe before the first read so no change falls in between.
         let mut updates = engine.action_updates();
         let mut stop = engine.stopping();
@@ -238,8 +242,29 @@ impl RackAgent for Service {
             }
             while !last.state.is_terminal() {
                 let update = tokio::select! {
-                    u = updates.recv() => u,
-                    _ = stop.wait_for(|s| *s) => return,
+                    u = updates.recv() => Some(u),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                let Some(update) = update else {
+                    // The agent is stopping. An action that ended is
+                    // reported as such; one that has not is not "done":
+                    // the stream says so and how to follow it on.
+                    if let Ok(Some(now)) = engine.load_action(&id) {
+                        if now != last {
+                            if tx.send(Ok(convert::action(&now))).await.is_err() {
+                                return;
+                            }
+                            last = now;
+                        }
+                    }
+                    if !last.state.is_terminal() {
+                        let end = ApiError::ActionWatchStopped {
+                            action_id: id,
+                            state: last.state,
+                        };
+                        let _ = tx.send(Err(end.into())).await;
+                    }
+                    return;
                 };
                 match update {
                     Ok(changed) if changed != id => continue,
@@ -266,7 +291,7 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::PowerStatus>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
-        required("server_id", &r.server_id)?;
+        checked_id("server_id", &r.server_id)?;
         let reading = engine.power_state(&caller, &r.server_id, r.refresh).await?;
         Ok(Response::new(convert::power_status(&reading)))
     }
@@ -280,6 +305,9 @@ impl RackAgent for Service {
         let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
         for id in &r.server_ids {
+            checked_id("server_ids", id)?;
+        }
+        for id in &r.server_ids {
             // An unknown or forbidden id is an error now, not a silent empty stream.
             engine.get_server(&caller, id)?;
         }
@@ -290,15 +318,19 @@ impl RackAgent for Service {
         let cursor = match r.after_seq {
             0 => hi,
             s if s > hi => {
-                return Err(Status::out_of_range(format!(
-                    "cursor {s} is ahead of the newest event ({hi})"
-                )))
+                return Err(ApiError::CursorAhead {
+                    cursor: s,
+                    newest: hi,
+                }
+                .into())
             }
             s if s + 1 < lo => {
-                return Err(Status::out_of_range(format!(
-                    "cursor {s} is older than the oldest retained event ({lo}); re-read the servers and watch from {}",
-                    lo - 1
-                )))
+                return Err(ApiError::CursorExpired {
+                    cursor: s,
+                    oldest: lo,
+                    newest: hi,
+                }
+                .into())
             }
             s => s,
         };
@@ -317,8 +349,40 @@ impl RackAgent for Service {
     }
 }
 
+/// Retained events after `cursor`, oldest first, as long as they follow it
+/// without a gap; `cursor` moves to the last one. The second value is set
+/// when the next event after them is no longer retained (pruned while this
+/// watcher was behind): the stream must end there, never skip.
+fn catch_up(
+    engine: &Engine,
+    cursor: &mut u64,
+) -> Result<(Vec<ServerEvent>, Option<ApiError>), Status> {
+    let mut out = Vec::new();
+    loop {
+        let batch = engine.events_after(*cursor, 500)?;
+        let n = batch.len();
+        for ev in batch {
+            if ev.seq != *cursor + 1 {
+                let (oldest, newest) = engine.event_bounds()?;
+                let gap = ApiError::WatchFellBehind {
+                    last: *cursor,
+                    oldest,
+                    newest,
+                };
+                return Ok((out, Some(gap)));
+            }
+            *cursor = ev.seq;
+            out.push(ev);
+        }
+        if n < 500 {
+            return Ok((out, None));
+        }
+    }
+}
+
 /// Sends retained events after `cursor`, then live ones, in order and without
-/// gaps: when the live channel skips ahead or lags, the store fills the gap.
+/// gaps: when the live channel skips ahead or lags, the store fills the gap;
+/// when the store no longer has it, the stream ends with OUT_OF_RANGE.
 async fn follow(
     engine: &Engine,
     mut live: broadcast::Receiver<ServerEvent>,
@@ -327,20 +391,6 @@ async fn follow(
     filter: &(dyn Fn(&ServerEvent) -> bool + Sync),
     tx: &mpsc::Sender<Result<pb::ServerEvent, Status>>,
 ) -> Result<(), Status> {
-    let catch_up = |cursor: &mut u64| -> Result<Vec<ServerEvent>, Status> {
-        let mut out = Vec::new();
-        loop {
-            let batch = engine.events_after(*cursor, 500)?;
-            let n = batch.len();
-            for ev in batch {
-                *cursor = ev.seq;
-                out.push(ev);
-            }
-            if n < 500 {
-                return Ok(out);
-            }
-        }
-    };
     let send_all = |evs: Vec<ServerEvent>| async move {
         for ev in evs.iter().filter(|e| filter(e)) {
             if tx.send(Ok(convert::event(ev))).await.is_err() {
@@ -349,28 +399,124 @@ async fn follow(
         }
         true
     };
-    if !send_all(catch_up(&mut cursor)?).await {
+    let (evs, gap) = catch_up(engine, &mut cursor)?;
+    if !send_all(evs).await {
         return Ok(());
+    }
+    if let Some(gap) = gap {
+        return Err(gap.into());
     }
     loop {
         let next = tokio::select! {
             n = live.recv() => n,
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stop.wait_for(|s| *s) => {
+                return Err(ApiError::WatchStopped { last: cursor }.into());
+            }
         };
-        let evs = match next {
+        let (evs, gap) = match next {
             Ok(ev) if ev.seq <= cursor => continue,
             Ok(ev) if ev.seq == cursor + 1 => {
                 cursor = ev.seq;
-                vec![ev]
+                (vec![ev], None)
             }
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                 debug!(cursor, "watcher fell behind; reading from the store");
-                catch_up(&mut cursor)?
+                catch_up(engine, &mut cursor)?
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         };
         if !send_all(evs).await {
             return Ok(());
         }
+        if let Some(gap) = gap {
+            debug!(
+                cursor,
+                "watcher fell behind the retained events; ending its stream"
+            );
+            return Err(gap.into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bmc::fake::{FakeBmcFactory, FakeSettings};
+    use crate::bmc::{Protocol, Secret};
+    use crate::engine::{EngineSettings, EnrollRequest};
+    use crate::model::{BmcRecord, Credential};
+    use crate::store::Store;
+
+    /// An engine with one server, "s1", and `events` lock changes on it.
+    async fn engine_with_events(retain: u64, events: usize) -> (Arc<Engine>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = EngineSettings {
+            timeouts: Default::default(),
+            sync: Default::default(),
+            event_retain: retain,
+            credentials_dir: dir.path().into(),
+            secrets_dir: dir.path().join("secrets"),
+            policy: Default::default(),
+            metrics: crate::metrics::Metrics::new(),
+        };
+        let fakes = Arc::new(FakeBmcFactory::new(FakeSettings::default()).unwrap());
+        let engine = Engine::start(Store::open_in_memory().unwrap(), fakes, settings, &[]).unwrap();
+        let admin = Caller::agent();
+        engine
+            .enroll(
+                &admin,
+                EnrollRequest {
+                    id: "s1".into(),
+                    project_id: "p1".into(),
+                    bmc: BmcRecord {
+                        protocol: Protocol::Ipmi,
+                        address: "192.0.2.1".into(),
+                        port: 623,
+                        username: "u".into(),
+                        credential: Credential::Inline(Secret::new("pw")),
+                        options: Default::default(),
+                    },
+                    skip_verify: true,
+                },
+            )
+            .await
+            .unwrap();
+        for i in 1..events {
+            let req = if i % 2 == 1 {
+                ActionRequest::Lock
+            } else {
+                ActionRequest::Unlock
+            };
+            engine.submit(&admin, "s1", req, None).unwrap();
+        }
+        (engine, dir)
+    }
+
+    #[tokio::test]
+    async fn catch_up_stops_at_a_gap_instead_of_skipping_it() {
+        let (engine, _dir) = engine_with_events(60, 600).await;
+        let (lo, hi) = engine.event_bounds().unwrap();
+        assert_eq!(hi, 600);
+        assert!(lo > 2, "pruned: oldest {lo}");
+        // From a cursor whose successor was pruned: nothing, and the gap.
+        let mut cursor = 1;
+        let (evs, gap) = catch_up(&engine, &mut cursor).unwrap();
+        assert!(evs.is_empty());
+        assert_eq!(cursor, 1);
+        assert_eq!(
+            gap,
+            Some(ApiError::WatchFellBehind {
+                last: 1,
+                oldest: lo,
+                newest: hi
+            })
+        );
+        // From the oldest retained: all of them, in order, and no gap.
+        let mut cursor = lo - 1;
+        let (evs, gap) = catch_up(&engine, &mut cursor).unwrap();
+        assert_eq!(gap, None);
+        assert_eq!(cursor, hi);
+        let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (lo..=hi).collect::<Vec<_>>());
     }
 }

@@ -1,10 +1,15 @@
-//! The one place engine errors become gRPC statuses (`DESIGN.md`, error mapping).
+//! The one place errors become gRPC statuses (`DESIGN.md`, error mapping):
+//! the engine's (`EngineError`), the API layer's own stream endings and
+//! cursor refusals (`ApiError`), and tonic's refusal of an over-size request.
 
 use std::error::Error as _;
 
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
+use crate::bmc::BmcError;
 use crate::engine::EngineError;
+use crate::model::ActionState;
 
 /// The error and its causes, each once: "server s1 (BMC 10.0.0.1:623): cannot
 /// reach the BMC: connection refused".
@@ -31,12 +36,141 @@ pub fn code_of(err: &EngineError) -> Code {
         EngineError::AlreadyExists { .. } => Code::AlreadyExists,
         EngineError::Conflict(_) => Code::FailedPrecondition,
         EngineError::Bmc { source, .. } if source.is_unavailable() => Code::Unavailable,
-        // The BMC answered and refused (credentials, unsupported): the request
+        // The BMC answered and refused (credentials, unsupported), or its
+        // settings need the operator (a system_id to choose): the request
         // cannot succeed as it is.
+        EngineError::Bmc {
+            source: BmcError::Config(_),
+            ..
+        } => Code::FailedPrecondition,
         EngineError::Bmc { .. } => Code::FailedPrecondition,
         EngineError::ShuttingDown => Code::Unavailable,
         EngineError::Store(_) => Code::Internal,
     }
+}
+
+/// Trailer naming the `after_seq` a watcher should resume with (decimal).
+pub const RESUME_AFTER_SEQ: &str = "x-rackagent-resume-after-seq";
+/// Trailer naming the last event seq a watch stream has delivered (decimal).
+pub const LAST_SEQ: &str = "x-rackagent-last-seq";
+/// Trailer naming the action a WatchAction stream followed.
+pub const ACTION_ID: &str = "x-rackagent-action-id";
+
+/// What the API layer answers by itself, beside the engine's errors: how
+/// watch streams refuse a cursor or end. Each tells the client where to
+/// resume, in the message and in machine-readable trailers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// WatchPowerState from a cursor beyond the newest event (a database
+    /// that was replaced, say).
+    CursorAhead { cursor: u64, newest: u64 },
+    /// WatchPowerState from a cursor whose next events are no longer retained.
+    CursorExpired {
+        cursor: u64,
+        oldest: u64,
+        newest: u64,
+    },
+    /// A watch fell so far behind that the events after the last one it
+    /// delivered were dropped from the retained history. Ends the stream
+    /// rather than skip them.
+    WatchFellBehind { last: u64, oldest: u64, newest: u64 },
+    /// The agent is stopping: a WatchPowerState stream ends after the last
+    /// event it delivered, from which the client resumes once the agent is back.
+    WatchStopped { last: u64 },
+    /// The agent is stopping while the watched action has not ended: it is
+    /// recorded, and carries on (or is recovered) after the restart.
+    ActionWatchStopped {
+        action_id: String,
+        state: ActionState,
+    },
+}
+
+impl ApiError {
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::CursorAhead { .. }
+            | ApiError::CursorExpired { .. }
+            | ApiError::WatchFellBehind { .. } => Code::OutOfRange,
+            ApiError::WatchStopped { .. } | ApiError::ActionWatchStopped { .. } => {
+                Code::Unavailable
+            }
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::CursorAhead { cursor, newest } => format!(
+                "after_seq {cursor} is ahead of the newest event ({newest}); re-read the servers, then watch with after_seq = {newest}"
+            ),
+            ApiError::CursorExpired { cursor, oldest, newest } => format!(
+                "the events after seq {cursor} are no longer retained (the oldest kept is {oldest}); re-read the servers, then watch with after_seq = {newest}"
+            ),
+            ApiError::WatchFellBehind { last, oldest, newest } => format!(
+                "this watch fell behind: it delivered every event up to seq {last}, and the ones after it are no longer retained (the oldest kept is {oldest}); re-read the servers, then watch again with after_seq = {newest}"
+            ),
+            ApiError::WatchStopped { last } => format!(
+                "rack-agent is stopping; this watch delivered every event up to seq {last}: once the agent is back, watch again with after_seq = {last}"
+            ),
+            ApiError::ActionWatchStopped { action_id, state } => format!(
+                "rack-agent is stopping while action {action_id} is {state}; the action is recorded and goes on (or is recovered) when the agent is back: then GetAction or WatchAction {action_id} again"
+            ),
+        }
+    }
+
+    /// Machine-readable trailers: where to resume, and what was delivered.
+    fn trailers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ApiError::CursorAhead { newest, .. } | ApiError::CursorExpired { newest, .. } => {
+                vec![(RESUME_AFTER_SEQ, newest.to_string())]
+            }
+            ApiError::WatchFellBehind { last, newest, .. } => vec![
+                (RESUME_AFTER_SEQ, newest.to_string()),
+                (LAST_SEQ, last.to_string()),
+            ],
+            ApiError::WatchStopped { last } => vec![
+                (RESUME_AFTER_SEQ, last.to_string()),
+                (LAST_SEQ, last.to_string()),
+            ],
+            ApiError::ActionWatchStopped { action_id, .. } => {
+                vec![(ACTION_ID, action_id.clone())]
+            }
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Status {
+        let mut md = MetadataMap::new();
+        for (key, value) in err.trailers() {
+            if let Ok(v) = value.parse() {
+                md.insert(key, v);
+            }
+        }
+        Status::with_metadata(err.code(), err.message(), md)
+    }
+}
+
+/// tonic's refusal of a request over the decoding limit is OUT_OF_RANGE;
+/// it becomes RESOURCE_EXHAUSTED, the gRPC convention for "too large" (here,
+/// OUT_OF_RANGE means a watch cursor). Other answers are left as they are.
+pub fn oversize_request(headers: &mut tonic::codegen::http::HeaderMap) {
+    let Some(st) = Status::from_header_map(headers) else {
+        return;
+    };
+    let Some(detail) = st
+        .message()
+        .strip_prefix("Error, decoded message length too large: ")
+    else {
+        return;
+    };
+    if st.code() != Code::OutOfRange {
+        return;
+    }
+    let exhausted = Status::resource_exhausted(format!(
+        "request message too large ({detail}); split it or send less"
+    ));
+    headers.remove("grpc-message");
+    let _ = exhausted.add_header(headers);
 }
 
 impl From<EngineError> for Status {
@@ -61,11 +195,20 @@ mod tests {
     }
 
     #[test]
-    fn each_error_maps_to_its_code() {
-        let s = status(EngineError::InvalidArgument("bad".into()));
+    fn invalid_argument_is_invalid_argument() {
+        let s = status(EngineError::InvalidArgument("server_id is required".into()));
         assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "server_id is required");
+    }
+
+    #[test]
+    fn unauthenticated_is_unauthenticated() {
         let s = status(EngineError::Unauthenticated("who".into()));
         assert_eq!(s.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_policy_refusal_is_permission_denied_naming_the_rule() {
         let s = status(EngineError::PermissionDenied(Denied {
             caller: "u".into(),
             op: "reboot",
@@ -73,22 +216,163 @@ mod tests {
         }));
         assert_eq!(s.code(), Code::PermissionDenied);
         assert!(s.message().contains("admin_or_owner"));
+    }
+
+    #[test]
+    fn not_found_names_the_id_briefly() {
         let s = status(EngineError::NotFound {
             what: "server",
             id: "s9".into(),
         });
         assert_eq!(s.code(), Code::NotFound);
-        assert!(s.message().contains("s9"));
+        assert_eq!(s.message(), "server \"s9\" not found");
+        let s = status(EngineError::NotFound {
+            what: "action",
+            id: "a".repeat(100_000),
+        });
+        assert!(s.message().len() < 100, "{}", s.message());
+    }
+
+    #[test]
+    fn already_exists_is_already_exists() {
         let s = status(EngineError::AlreadyExists {
             what: "server",
             id: "s9".into(),
         });
         assert_eq!(s.code(), Code::AlreadyExists);
+        assert!(s.message().contains("s9"));
+    }
+
+    #[test]
+    fn a_conflict_is_failed_precondition() {
         let s = status(EngineError::Conflict("server s1 is locked".into()));
         assert_eq!(s.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn a_bmc_configuration_question_is_a_failed_precondition() {
+        let s = status(EngineError::Bmc {
+            server: "s1".into(),
+            bmc: "b".into(),
+            source: BmcError::Config("set the `system_id` option".into()),
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().contains("system_id"), "{}", s.message());
+    }
+
+    #[test]
+    fn shutting_down_is_unavailable() {
         assert_eq!(status(EngineError::ShuttingDown).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn a_store_failure_is_internal() {
         let s = status(EngineError::Store(StoreError::Corrupt("x".into())));
         assert_eq!(s.code(), Code::Internal);
+    }
+
+    fn trailer(s: &Status, key: &str) -> Option<String> {
+        s.metadata()
+            .get(key)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn a_cursor_ahead_of_the_newest_event_is_out_of_range() {
+        let s = Status::from(ApiError::CursorAhead {
+            cursor: 900,
+            newest: 42,
+        });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert!(s.message().contains("900") && s.message().contains("after_seq = 42"));
+        assert_eq!(trailer(&s, RESUME_AFTER_SEQ).as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn an_expired_cursor_is_out_of_range_with_where_to_resume() {
+        let s = Status::from(ApiError::CursorExpired {
+            cursor: 3,
+            oldest: 100,
+            newest: 160,
+        });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert!(s.message().contains("after seq 3"), "{}", s.message());
+        assert!(s.message().contains("after_seq = 160"), "{}", s.message());
+        assert_eq!(trailer(&s, RESUME_AFTER_SEQ).as_deref(), Some("160"));
+    }
+
+    #[test]
+    fn a_watch_that_fell_behind_ends_out_of_range_naming_its_last_seq() {
+        let s = Status::from(ApiError::WatchFellBehind {
+            last: 1834,
+            oldest: 7817,
+            newest: 8001,
+        });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert!(s.message().contains("seq 1834"), "{}", s.message());
+        assert!(s.message().contains("after_seq = 8001"), "{}", s.message());
+        assert_eq!(trailer(&s, RESUME_AFTER_SEQ).as_deref(), Some("8001"));
+        assert_eq!(trailer(&s, LAST_SEQ).as_deref(), Some("1834"));
+    }
+
+    #[test]
+    fn a_watch_ended_by_a_stop_is_unavailable_naming_where_to_resume() {
+        let s = Status::from(ApiError::WatchStopped { last: 77 });
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("after_seq = 77"), "{}", s.message());
+        assert_eq!(trailer(&s, RESUME_AFTER_SEQ).as_deref(), Some("77"));
+        assert_eq!(trailer(&s, LAST_SEQ).as_deref(), Some("77"));
+    }
+
+    #[test]
+    fn an_action_watch_ended_by_a_stop_is_unavailable_naming_the_action() {
+        let s = Status::from(ApiError::ActionWatchStopped {
+            action_id: "a-1".into(),
+            state: ActionState::Running,
+        });
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(
+            s.message().contains("a-1")
+                && s.message().contains("running")
+                && s.message().contains("GetAction"),
+            "{}",
+            s.message()
+        );
+        assert_eq!(trailer(&s, ACTION_ID).as_deref(), Some("a-1"));
+    }
+
+    #[test]
+    fn an_over_size_request_is_resource_exhausted_not_out_of_range() {
+        let mut h = tonic::codegen::http::HeaderMap::new();
+        Status::out_of_range(
+            "Error, decoded message length too large: found 2097159 bytes, the limit is: 262144 bytes",
+        )
+        .add_header(&mut h)
+        .unwrap();
+        oversize_request(&mut h);
+        let s = Status::from_header_map(&h).unwrap();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(
+            s.message().contains("2097159") && s.message().contains("262144"),
+            "{}",
+            s.message()
+        );
+        // A cursor's OUT_OF_RANGE, and other answers, are left alone.
+        let mut h = tonic::codegen::http::HeaderMap::new();
+        Status::from(ApiError::CursorAhead {
+            cursor: 9,
+            newest: 1,
+        })
+        .add_header(&mut h)
+        .unwrap();
+        oversize_request(&mut h);
+        assert_eq!(
+            Status::from_header_map(&h).unwrap().code(),
+            Code::OutOfRange
+        );
+        let mut h = tonic::codegen::http::HeaderMap::new();
+        oversize_request(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct FakeSettings {
     #[serde(default)]
     pub fail: Vec<String>,
     /// Append every command here before it takes effect; replayed at start.
+    /// Default (in the daemon): `fake-bmc.journal` in the state directory.
+    /// A missing directory is created.
     #[serde(default)]
     pub journal: Option<PathBuf>,
 }
@@ -68,6 +70,16 @@ fn default_latency() -> Duration {
 }
 fn default_power() -> Power {
     Power::On
+}
+
+impl FakeSettings {
+    /// Where the journal goes: the configured path, else
+    /// `fake-bmc.journal` in `state_dir`.
+    pub fn journal_path(&self, state_dir: &Path) -> PathBuf {
+        self.journal
+            .clone()
+            .unwrap_or_else(|| state_dir.join("fake-bmc.journal"))
+    }
 }
 
 impl Default for FakeSettings {
@@ -373,6 +385,9 @@ struct Journal {
 
 impl Journal {
     fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Journal {
             file: Mutex::new(file),
@@ -506,6 +521,36 @@ mod tests {
         fake.set_ignore_acpi(true);
         fake.power(PowerOp::GracefulOff).await.unwrap();
         assert_eq!(fake.power_state().await.unwrap(), Power::On);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_journal_in_a_missing_directory_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not/yet/there/j.log");
+        let settings = FakeSettings {
+            journal: Some(path.clone()),
+            ..FakeSettings::default()
+        };
+        let f = FakeBmcFactory::new(settings).expect("the journal's directory is made");
+        f.fake_for("s1").power(PowerOp::HardReset).await.unwrap();
+        assert_eq!(
+            read_journal(&path).unwrap(),
+            vec![("s1".to_string(), "hard_reset".to_string())]
+        );
+    }
+
+    #[test]
+    fn the_journal_defaults_to_the_state_directory() {
+        let state = Path::new("/var/lib/rack-agent");
+        assert_eq!(
+            FakeSettings::default().journal_path(state),
+            state.join("fake-bmc.journal")
+        );
+        let set = FakeSettings {
+            journal: Some("/tmp/j.log".into()),
+            ..FakeSettings::default()
+        };
+        assert_eq!(set.journal_path(state), Path::new("/tmp/j.log"));
     }
 
     #[tokio::test(start_paused = true)]

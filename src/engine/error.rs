@@ -12,9 +12,9 @@ pub enum EngineError {
     Unauthenticated(String),
     #[error(transparent)]
     PermissionDenied(#[from] Denied),
-    #[error("{what} {id:?} not found")]
+    #[error("{what} {} not found", crate::model::echo(id))]
     NotFound { what: &'static str, id: String },
-    #[error("{what} {id:?} already exists")]
+    #[error("{what} {} already exists", crate::model::echo(id))]
     AlreadyExists { what: &'static str, id: String },
     /// A conflicting task, a lock, or a state the action cannot start from.
     #[error("{0}")]

@@ -191,22 +191,6 @@ pub struct Engine {
     kill_points: killpoint::KillPoints,
 }
 
-/// Server ids: what an operator types and filters logs on.
-pub fn validate_server_id(id: &str) -> std::result::Result<(), String> {
-    if id.is_empty() || id.len() > 64 {
-        return Err(format!("server id {id:?} must be 1 to 64 characters"));
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "server id {id:?} may hold only letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(())
-}
-
 /// A BMC the agent could not set up (a missing secret file, say): every call
 /// answers with the reason, so the server shows it instead of vanishing.
 #[derive(Debug)]
@@ -558,18 +542,10 @@ impl Engine {
         request_id: Option<String>,
     ) -> Result<Action> {
         if let Some(rid) = &request_id {
-            if rid.is_empty() || rid.len() > 128 {
-                return Err(EngineError::InvalidArgument(
-                    "request_id must be 1 to 128 characters".into(),
-                ));
-            }
+            validate_id("request_id", rid).map_err(EngineError::InvalidArgument)?;
         }
         if let ActionRequest::Reinstall(BootSource::VirtualMedia(url)) = &req {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(EngineError::InvalidArgument(format!(
-                    "virtual media URL {url:?} must be http:// or https://"
-                )));
-            }
+            validate_media_url("virtual_media_url", url).map_err(EngineError::InvalidArgument)?;
         }
         let kind = req.kind();
         let mut inner = self.lock();
@@ -581,24 +557,37 @@ impl Engine {
             .policy
             .check(caller, req.op(), Some(&slot.rec.project_id))?;
         if let Some(rid) = &request_id {
-            if let Some(existing) = self.store.action_by_request_id(rid)? {
+            // Scoped to the caller's project: another project's use of the
+            // same id is neither found nor named.
+            let scope = caller.request_scope();
+            if let Some(existing) = self.store.action_by_request_id(&scope, rid)? {
                 if existing.server_id == server_id && existing.kind == kind {
                     info!(server_id, action_id = %existing.id, request_id = %rid, "retried request; returning the existing action");
                     return Ok(existing);
                 }
                 return Err(EngineError::InvalidArgument(format!(
-                    "request_id {rid:?} was already used for action {} ({} on server {})",
+                    "request_id {rid:?} was already used for action {} ({} on server {}); request ids are unique per project",
                     existing.id, existing.kind, existing.server_id
                 )));
             }
         }
-        if kind == ActionKind::Unlock && slot.rec.locked_by_admin && !caller.is_admin() {
-            return Err(crate::policy::Denied {
-                caller: caller.id.clone(),
-                op: "unlock",
-                rule: "admin (the lock was set by an admin)",
+        // An admin's lock is the admin's: a non-admin may neither lift it nor
+        // replace it with a lock of their own (which would clear
+        // `locked_by_admin` and so let them unlock it next).
+        let lock_op = match kind {
+            ActionKind::Lock => Some("lock"),
+            ActionKind::Unlock => Some("unlock"),
+            _ => None,
+        };
+        if let Some(op) = lock_op {
+            if slot.rec.locked_by_admin && !caller.is_admin() {
+                return Err(crate::policy::Denied {
+                    caller: caller.id.clone(),
+                    op,
+                    rule: "admin (the lock was set by an admin)",
+                }
+                .into());
             }
-            .into());
         }
         if kind.uses_bmc() && self.shutting_down.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);

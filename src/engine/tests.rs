@@ -738,4 +738,95 @@ async fn graceful_restart_without_evidence_or_shutdown_is_never_followed_by_a_re
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_owners_lock_does_not_replace_an_admins_lock() {
+    let rig = rig();
+    rig.enroll("s1", Power::On).await;
+    let owner = member("p1");
+    rig.engine
+        .submit(&admin(), "s1", ActionRequest::Lock, None)
+        .unwrap();
+    let err = rig
+        .engine
+        .submit(&owner, "s1", ActionRequest::Lock, None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::PermissionDenied(d) if d.op == "lock" && d.rule.contains("admin")),
+        "{err:?}"
+    );
+    let s = rig.server("s1");
+    assert!(s.locked && s.locked_by_admin, "{s:?}");
+    let err = rig
+        .engine
+        .submit(&owner, "s1", ActionRequest::Unlock, None)
+        .unwrap_err();
+    assert!(matches!(err, EngineError::PermissionDenied(_)), "{err:?}");
+    // An admin may re-lock or unlock it.
+    rig.engine
+        .submit(&admin(), "s1", ActionRequest::Lock, None)
+        .unwrap();
+    rig.engine
+        .submit(&admin(), "s1", ActionRequest::Unlock, None)
+        .unwrap();
+    assert!(!rig.server("s1").locked);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_id_belongs_to_the_callers_project() {
+    let rig = rig();
+    rig.enroll("s1", Power::On).await;
+    // s2 belongs to p2 (enroll() puts servers in p1).
+    let fake = rig.fakes.fake_for("s2");
+    fake.set_power(Power::On);
+    rig.engine
+        .enroll(
+            &admin(),
+            EnrollRequest {
+                id: "s2".into(),
+                project_id: "p2".into(),
+                bmc: bmc_record(7),
+                skip_verify: false,
+            },
+        )
+        .await
+        .unwrap();
+    let rid = || Some("shared".to_string());
+    let a = rig
+        .engine
+        .submit(&member("p1"), "s1", ActionRequest::Lock, rid())
+        .unwrap();
+    let b = rig
+        .engine
+        .submit(&member("p2"), "s2", ActionRequest::Lock, rid())
+        .unwrap();
+    assert_ne!(a.id, b.id);
+    let err = rig
+        .engine
+        .submit(&member("p2"), "s2", ActionRequest::Unlock, rid())
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, EngineError::InvalidArgument(_)), "{err:?}");
+    assert!(msg.contains(&b.id) && !msg.contains(&a.id), "{msg}");
+    // Callers without a project (an operator's admin tool): their own scope.
+    let ops = |id: &str| Caller {
+        id: id.into(),
+        project_id: None,
+        roles: vec!["admin".into()],
+    };
+    let o1 = rig
+        .engine
+        .submit(&ops("ops-1"), "s1", ActionRequest::Unlock, rid())
+        .unwrap();
+    let o2 = rig
+        .engine
+        .submit(&ops("ops-2"), "s1", ActionRequest::Lock, rid())
+        .unwrap();
+    assert_ne!(o1.id, o2.id);
+    let again = rig
+        .engine
+        .submit(&ops("ops-1"), "s1", ActionRequest::Unlock, rid())
+        .unwrap();
+    assert_eq!(again.id, o1.id);
+}
+
 mod crash;

@@ -1,7 +1,13 @@
 //! The IPMI bench (hil-tests/ipmi) as the HIL tests use it: start N ipmi_sim
 //! BMCs powering QEMU VMs on free loopback ports in a temp dir, observe the
 //! VMs without going through any driver, stop everything by PID on drop.
-//! Included by `hil_ipmi_driver.rs` and `hil_ipmi.rs` with `#[path]`.
+//! Included by `hil_ipmi_driver.rs`, `hil_ipmi.rs` and `hil_ipmi_guest.rs`
+//! with `#[path]`.
+//!
+//! Boots: every boot of a VM, with or without the guest, passes SeaBIOS, so
+//! `"SeaBIOS (version"` on the console counts boots in both modes; with the
+//! ACPI guest (`Guest::Acpi`) the guest's own lines (hil-tests/guest/README.md)
+//! also say when the OS is up and when it shut down cleanly.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -19,6 +25,44 @@ pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("hil-tests/ipmi")
         .join(name)
+}
+
+/// What the bench VMs boot (start.sh's `BMC_GUEST`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guest {
+    /// No OS: SeaBIOS finds nothing to boot and ACPI requests are ignored.
+    None,
+    /// The bench guest of hil-tests/guest: shuts down cleanly on the ACPI
+    /// power button; a slow (TCG) boot of a few seconds.
+    Acpi,
+}
+
+impl Guest {
+    fn env(self) -> &'static str {
+        match self {
+            Guest::None => "none",
+            Guest::Acpi => "acpi",
+        }
+    }
+}
+
+/// The guest's console contract (hil-tests/guest/README.md).
+pub const GUEST_BOOT: &str = "rack-guest: boot";
+pub const GUEST_READY: &str = "rack-guest: ready";
+pub const GUEST_CLEAN_SHUTDOWN: &str = "rack-guest: power button: clean shutdown";
+
+/// The ACPI guest is built (hil-tests/guest/build.sh, run by setup.sh).
+pub fn require_guest() {
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("hil-tests/guest/qemu-args.sh"))
+        .output()
+        .expect("run hil-tests/guest/qemu-args.sh");
+    assert!(
+        out.status.success(),
+        "the bench guest is missing ({}): run hil-tests/ipmi/setup.sh (as root) first, \
+         or hil-tests/guest/build.sh",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
 }
 
 pub fn require_peers() {
@@ -77,6 +121,7 @@ pub struct Bench {
     pub n: u16,
     pub power: String,
     pub addr: String,
+    pub guest: Guest,
 }
 
 impl Bench {
@@ -92,7 +137,19 @@ impl Bench {
 
     /// BMCs listening on `addr` ("127.0.0.1" or "::1").
     pub fn start_at(n: u16, power: &str, addr: &str) -> Bench {
+        Bench::start_full(n, power, addr, Guest::None)
+    }
+
+    /// BMCs whose VMs boot the ACPI guest (a PXE boot stays a network boot).
+    pub fn start_guest(n: u16) -> Bench {
+        Bench::start_full(n, "qemu", "127.0.0.1", Guest::Acpi)
+    }
+
+    pub fn start_full(n: u16, power: &str, addr: &str, guest: Guest) -> Bench {
         require_peers();
+        if guest == Guest::Acpi {
+            require_guest();
+        }
         let mut last = String::new();
         // A port can be taken between the check and ipmi_sim's bind: retry.
         for _ in 0..3 {
@@ -105,6 +162,7 @@ impl Bench {
                 n,
                 power: power.to_string(),
                 addr: addr.to_string(),
+                guest,
             };
             match bench.run_start() {
                 Ok(()) => return bench,
@@ -123,6 +181,7 @@ impl Bench {
             .env("BMC_PASSWORD", PASSWORD)
             .env("BMC_POWER", &self.power)
             .env("BMC_ADDR", &self.addr)
+            .env("BMC_GUEST", self.guest.env())
             .output()
             .map_err(|e| format!("cannot run start.sh: {e}"))?;
         if out.status.success() {
@@ -199,6 +258,48 @@ impl Bench {
         std::fs::read_to_string(self.bmc_dir(i).join("serial.log")).unwrap_or_default()
     }
 
+    /// The BMC's chassis_control call log ("set power 1", "set shutdown 1"...).
+    pub fn calls(&self, i: u16) -> String {
+        std::fs::read_to_string(self.bmc_dir(i).join("calls.log")).unwrap_or_default()
+    }
+
+    /// How many boots the guest announced on the console of VM `i`.
+    pub fn guest_boots(&self, i: u16) -> usize {
+        count(&self.serial_log(i), GUEST_BOOT)
+    }
+
+    /// How many times the guest shut down on the ACPI power button.
+    pub fn clean_shutdowns(&self, i: u16) -> usize {
+        count(&self.serial_log(i), GUEST_CLEAN_SHUTDOWN)
+    }
+
+    /// Waits until the guest of VM `i` has announced `boots` boots and the
+    /// last one is ready (its power button handler armed). Fails with the
+    /// console when it does not happen within `timeout`, or when the guest
+    /// boots more often than `boots`.
+    pub fn wait_guest_ready(&self, i: u16, boots: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let log = self.serial_log(i);
+            let (booted, ready) = (count(&log, GUEST_BOOT), count(&log, GUEST_READY));
+            assert!(
+                booted <= boots,
+                "bmc{i}: the guest booted {booted} times, expected {boots}; console:\n{}",
+                tail(&log, 40)
+            );
+            if booted == boots && ready == boots {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "bmc{i}: timed out after {timeout:?} waiting for guest boot {boots} to be ready \
+                 ({booted} boots, {ready} ready so far); console:\n{}",
+                tail(&log, 40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// ipmitool as an independent observer.
     pub fn ipmitool(&self, i: u16, args: &[&str]) -> (bool, String) {
         let out = Command::new("ipmitool")
@@ -247,6 +348,12 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// How often `needle` occurs in `haystack`.
