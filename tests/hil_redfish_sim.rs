@@ -12,7 +12,7 @@ mod redfish_sim;
 use std::time::{Duration, Instant};
 
 use rack_agent::bmc::{Bmc, BmcError, BootDevice, Power, PowerOp};
-use redfish_sim::{count, message_id, Sim, SimOptions};
+use redfish_sim::{count, message_id, Guest, Sim, SimOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -823,4 +823,220 @@ async fn driver_follows_the_reset_task_until_it_ends() {
     assert!(matches!(e, BmcError::Timeout(_)), "{e:?}");
     let task = s.get_json("/redfish/v1/TaskService/Tasks/2").await;
     assert_eq!(task["TaskState"], "Running", "{task}");
+}
+
+// ---------------------------------------------------------------------------
+// With the bench guest (hil-tests/guest), which reacts to the ACPI power
+// button and says on its console when it boots and is ready.
+
+/// The guest is ready 2.4–8 s after a start on this machine; its README asks
+/// for a generous timeout.
+const GUEST_LIMIT: Duration = Duration::from_secs(120);
+const GUEST_BOOT: &str = "rack-guest: boot";
+const GUEST_READY: &str = "rack-guest: ready";
+const GUEST_CLEAN_OFF: &str = "rack-guest: power button: clean shutdown";
+
+fn acpi_sim(systems: u16) -> Sim {
+    Sim::start(SimOptions {
+        systems,
+        guest: Guest::Acpi,
+        ..SimOptions::default()
+    })
+}
+
+/// Powers `id` on and waits until the guest is ready (`OSRunning`).
+async fn power_on_guest(s: &Sim, id: &str) -> Value {
+    s.reset_expect(id, "On", 204).await;
+    s.wait_console(id, GUEST_READY, 1, GUEST_LIMIT).await;
+    s.wait_system(id, "OSRunning", GUEST_LIMIT, |sys| {
+        sys["BootProgress"]["LastState"] == "OSRunning"
+    })
+    .await
+    .0
+}
+
+/// Polls until the guest is running again after a restart that keeps the
+/// power on, asserting PowerState On at every read; returns the system and
+/// the BootProgress states seen on the way.
+async fn wait_warm_restart(s: &Sim, id: &str, before: &Value) -> (Value, Vec<String>) {
+    let started = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let sys = s.system(id).await;
+        assert_eq!(
+            sys["PowerState"],
+            "On",
+            "PowerState must stay On through a warm restart: {sys}\n{}",
+            s.log()
+        );
+        let state = str_of(&sys["BootProgress"]["LastState"]);
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        if sys["LastResetTime"] != before["LastResetTime"] && state == "OSRunning" {
+            return (sys, seen);
+        }
+        assert!(
+            started.elapsed() < GUEST_LIMIT,
+            "no restart to OSRunning within {GUEST_LIMIT:?}; states seen {seen:?}\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_restart_is_warm_with_the_acpi_guest() {
+    let s = acpi_sim(1);
+    let id = "sys1";
+    let before = power_on_guest(&s, id).await;
+    let pid = s.state(id).await["qemu_pid"].clone();
+
+    let t = Instant::now();
+    s.reset_expect(id, "GracefulRestart", 204).await;
+    let (after, seen) = wait_warm_restart(&s, id, &before).await;
+    eprintln!(
+        "warm GracefulRestart: OSRunning again after {:?}, BootProgress {seen:?}",
+        t.elapsed()
+    );
+    assert!(
+        seen.contains(&"SystemHardwareInitializationComplete".to_string()),
+        "BootProgress never went back to the start: {seen:?}"
+    );
+    assert!(str_of(&after["LastResetTime"]) > str_of(&before["LastResetTime"]));
+    // The guest shut down cleanly and booted once more, in the same QEMU.
+    let console = s.console(id);
+    assert_eq!(count(&console, GUEST_CLEAN_OFF), 1, "{console}");
+    assert_eq!(count(&console, GUEST_BOOT), 2, "{console}");
+    assert_eq!(count(&console, GUEST_READY), 2, "{console}");
+    let state = s.state(id).await;
+    assert_eq!(
+        state["qemu_pid"], pid,
+        "a warm restart keeps the VM: {state}"
+    );
+    assert_eq!(state["boots"][1]["cause"], "graceful_restart", "{state}");
+    assert!(state["pending"].is_null(), "{state}");
+
+    // The same request with the cold style, for contrast: Off in between,
+    // a new QEMU process.
+    s.set_knobs(id, json!({"graceful_restart": "cold", "cold_off_ms": 1500}))
+        .await;
+    s.reset_expect(id, "GracefulRestart", 204).await;
+    s.wait_power(id, "Off", GUEST_LIMIT).await;
+    s.wait_power(id, "On", GUEST_LIMIT).await;
+    s.wait_console(id, GUEST_READY, 3, GUEST_LIMIT).await;
+    let state = s.state(id).await;
+    assert!(
+        state["qemu_pid"].is_u64() && state["qemu_pid"] != pid,
+        "{state}"
+    );
+    assert_eq!(
+        state["boots"][2]["cause"], "graceful_restart_cold",
+        "{state}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_restart_and_graceful_shutdown_of_the_acpi_guest() {
+    let s = acpi_sim(1);
+    let id = "sys1";
+    let before = power_on_guest(&s, id).await;
+    assert_eq!(count(&s.console(id), GUEST_BOOT), 1);
+
+    // ForceRestart: no shutdown, one more boot, power On throughout.
+    s.reset_expect(id, "ForceRestart", 204).await;
+    wait_warm_restart(&s, id, &before).await;
+    let console = s.console(id);
+    assert_eq!(count(&console, GUEST_BOOT), 2, "{console}");
+    assert_eq!(count(&console, GUEST_CLEAN_OFF), 0, "{console}");
+
+    // GracefulShutdown with a task: it ends when the guest powered off.
+    s.set_knobs(id, json!({"reset_response": 202, "task_min_ms": 0}))
+        .await;
+    let resp = s.reset_expect(id, "GracefulShutdown", 202).await;
+    let monitor = resp.headers()["location"].to_str().unwrap().to_string();
+    s.wait_power(id, "Off", GUEST_LIMIT).await;
+    let (status, task) = json_of(s.get(&monitor).await).await;
+    assert_eq!(
+        (status, str_of(&task["TaskState"])),
+        (StatusCode::OK, "Completed".into()),
+        "{task}"
+    );
+    assert_eq!(count(&s.console(id), GUEST_CLEAN_OFF), 1);
+    let sys = s.system(id).await;
+    assert_eq!(sys["BootProgress"]["LastState"], "None", "{sys}");
+    assert!(s.state(id).await["qemu_pid"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_graceful_restart_of_the_acpi_guest() {
+    let s = acpi_sim(1);
+    let id = "sys1";
+    let d = s.driver(id, &[]);
+    d.power(PowerOp::On).await.unwrap();
+    s.wait_console(id, GUEST_READY, 1, GUEST_LIMIT).await;
+    let before = s
+        .wait_system(id, "OSRunning", GUEST_LIMIT, |sys| {
+            sys["BootProgress"]["LastState"] == "OSRunning"
+        })
+        .await
+        .0;
+    let marker = d.observe().await.unwrap().marker.expect("a marker");
+    d.power(PowerOp::GracefulRestart).await.unwrap();
+    wait_warm_restart(&s, id, &before).await;
+    let after = d.observe().await.unwrap();
+    assert_eq!(after.power, Power::On);
+    let now = after.marker.expect("a marker");
+    assert!(now.shows_restart_since(&marker), "{marker} → {now}");
+    assert_eq!(count(&s.console(id), GUEST_CLEAN_OFF), 1);
+    d.power(PowerOp::GracefulOff).await.unwrap();
+    s.wait_power(id, "Off", GUEST_LIMIT).await;
+    assert_eq!(d.power_state().await.unwrap(), Power::Off);
+    let c = s.counters().await;
+    assert_eq!(
+        c["resets"][id],
+        json!({"On": 1, "GracefulRestart": 1, "GracefulShutdown": 1}),
+        "{c}"
+    );
+}
+
+/// A marker read while the guest boots and one read once it runs, with no
+/// restart in between: the BMC's BootProgress moved forward within one boot
+/// (SystemHardwareInitializationComplete → OSBootStarted → OSRunning), as
+/// firmware's does, while LastResetTime stayed. That is not a restart. The
+/// engine confirms a SOFT/HARD reboot with `shows_restart_since`, so a reboot
+/// requested while the server is still booting would be "confirmed" by the
+/// boot that was already under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_marker_shows_no_restart_while_one_boot_progresses() {
+    let s = acpi_sim(1);
+    let id = "sys1";
+    let d = s.driver(id, &[]);
+    d.power(PowerOp::On).await.unwrap();
+    s.wait_power(id, "On", GUEST_LIMIT).await;
+    let booting = d.observe().await.unwrap().marker.expect("a marker");
+    assert_eq!(
+        booting.boot_progress.as_deref(),
+        Some("SystemHardwareInitializationComplete"),
+        "read too late: {booting}"
+    );
+    s.wait_console(id, GUEST_READY, 1, GUEST_LIMIT).await;
+    let running = s
+        .wait_system(id, "OSRunning", GUEST_LIMIT, |sys| {
+            sys["BootProgress"]["LastState"] == "OSRunning"
+        })
+        .await
+        .0;
+    let ready = d.observe().await.unwrap().marker.expect("a marker");
+    // No restart happened: one boot, the same LastResetTime.
+    assert_eq!(s.state(id).await["boots"].as_array().unwrap().len(), 1);
+    assert_eq!(ready.last_reset_time, booting.last_reset_time);
+    assert_eq!(
+        ready.last_reset_time.as_deref(),
+        running["LastResetTime"].as_str()
+    );
+    assert!(
+        !ready.shows_restart_since(&booting),
+        "one boot progressing is taken for a restart: {booting} → {ready}"
+    );
 }
