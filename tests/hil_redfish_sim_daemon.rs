@@ -126,6 +126,18 @@ async fn daemon_soft_reboot_is_a_warm_restart_confirmed_by_evidence() {
             .any(|s| s == "fallback_hard" || s == "graceful_off"),
         "{st:?}"
     );
+    // The evidence, recorded on the action: LastResetTime moved.
+    let seen = a
+        .events
+        .iter()
+        .find(|e| e.step == "wait_restart" && e.phase == pb::StepPhase::Finished as i32)
+        .map(|e| e.detail.clone())
+        .unwrap_or_default();
+    assert!(
+        seen.starts_with("restart seen: LastResetTime"),
+        "{seen:?}: {a:#?}"
+    );
+    assert!(a.message.contains("restart seen"), "{}", a.message);
     wait_guest_running(&s, 2).await;
     let console = s.console(SYSTEM);
     assert_eq!(count(&console, GUEST_CLEAN_OFF), 1, "{console}");
@@ -140,7 +152,14 @@ async fn daemon_soft_reboot_is_a_warm_restart_confirmed_by_evidence() {
     );
 
     // A graceful stop: the guest powers off, the simulator shows Off.
-    assert_succeeded("stop", &graceful_stop(&mut client).await);
+    let stop = graceful_stop(&mut client).await;
+    assert_succeeded("stop", &stop);
+    assert!(
+        stop.message
+            .starts_with("powered off (graceful; off after "),
+        "{}",
+        stop.message
+    );
     assert_eq!(s.power_state(SYSTEM).await, "Off");
     assert_eq!(count(&s.console(SYSTEM), GUEST_CLEAN_OFF), 2);
     assert!(s.state(SYSTEM).await["qemu_pid"].is_null());
@@ -164,9 +183,10 @@ async fn daemon_soft_reboot_is_a_warm_restart_confirmed_by_evidence() {
 /// the server does not restart (the simulator shows one boot and a
 /// GracefulRestart still pending). Whatever the daemon then does — wait,
 /// fall back to HARD, or fail — it must not report a reboot that did not
-/// happen. It does today: BootProgress moving on within the boot already
-/// under way (SystemHardwareInitializationComplete → OSBootStarted) is taken
-/// for the restart (`RestartMarker::shows_restart_since`).
+/// happen. It did: BootProgress moving on within the boot already under way
+/// (SystemHardwareInitializationComplete → OSBootStarted) was taken for the
+/// restart (`RestartMarker::shows_restart_since`); now only LastResetTime
+/// decides, so the daemon sees no sign and falls back to one HARD reboot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn daemon_soft_reboot_while_booting_is_not_confirmed_by_that_boot() {
     let (s, _dir, _daemon, mut client) = bench().await;
