@@ -40,7 +40,11 @@ enum Intake {
     /// the lock: it may not be durable yet).
     Earlier(Answer),
     /// A new action, queued to the store.
-    Accepted(Box<Action>, crate::store::Ticket, watch::Sender<Option<bool>>),
+    Accepted(
+        Box<Action>,
+        crate::store::Ticket,
+        watch::Sender<Option<bool>>,
+    ),
 }
 
 impl Engine {

@@ -193,6 +193,11 @@ impl Store {
         rx.recv().unwrap_or(Err(StoreError::WriterGone))
     }
 
+    /// Transactions committed so far (each covers every job queued meanwhile).
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
     /// Events as they become durable, in order.
     pub fn subscribe_events(&self) -> broadcast::Receiver<ServerEvent> {
         self.events.subscribe()

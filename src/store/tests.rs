@@ -303,3 +303,69 @@ fn events_are_numbered_and_pruned() {
         vec![599, 600]
     );
 }
+
+#[test]
+fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.insert_action(&action("taken", "s1")).unwrap();
+    let before = store.commits();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let results: Vec<Result<Vec<ServerEvent>>> = rt.block_on(async {
+        // 200 jobs queued at once, the tenth one a duplicate of an action
+        // already stored: it fails alone, the others are durable.
+        let tickets: Vec<Ticket> = (0..200)
+            .map(|i| {
+                let id = if i == 10 {
+                    "taken".to_string()
+                } else {
+                    format!("a{i}")
+                };
+                store.write(vec![
+                    Write::InsertAction(action(&id, "s1")),
+                    Write::AppendEvent {
+                        event: ServerEvent {
+                            seq: 0,
+                            at: i,
+                            server_id: "s1".into(),
+                            kind: EventKind::TaskChanged,
+                            power: PowerState::On,
+                            vm_state: VmState::Active,
+                            task: None,
+                            action_id: Some(id.clone()),
+                            cause: "test".into(),
+                        },
+                        retain: 1000,
+                    },
+                ])
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tickets {
+            out.push(t.durable().await);
+        }
+        out
+    });
+    let commits = store.commits() - before;
+    assert!(
+        commits < 100,
+        "200 queued jobs took {commits} commits: no grouping"
+    );
+    for (i, r) in results.iter().enumerate() {
+        match (i, r) {
+            (10, Err(e)) => assert!(e.to_string().contains("UNIQUE"), "{e}"),
+            (10, Ok(_)) => panic!("the duplicate was accepted"),
+            (_, Ok(evs)) => assert_eq!(evs.len(), 1),
+            (_, Err(e)) => panic!("job {i} failed with the duplicate: {e}"),
+        }
+    }
+    // Every successful job is on disk; the failed one left no event.
+    let (all, _) = store.list_actions("s1", None, 1000).unwrap();
+    assert_eq!(all.len(), 200);
+    let evs = store.events_after(0, 1000).unwrap();
+    assert_eq!(evs.len(), 199);
+    assert!(evs.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+}

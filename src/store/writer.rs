@@ -56,18 +56,23 @@ struct Job {
 pub(super) struct Handle {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    /// Transactions committed so far.
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Handle {
     pub fn start(conn: Connection, events: broadcast::Sender<ServerEvent>) -> Handle {
         let (tx, rx) = mpsc::channel::<Job>();
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = commits.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, events))
+            .spawn(move || run(conn, rx, events, &counter))
             .expect("cannot start the store writer thread");
         Handle {
             tx: Some(tx),
             thread: Some(thread),
+            commits,
         }
     }
 
@@ -83,6 +88,10 @@ impl Handle {
         }
     }
 
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Closes the queue and waits until everything queued is written.
     pub fn stop(&mut self) {
         self.tx.take();
@@ -92,7 +101,12 @@ impl Handle {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>, events: broadcast::Sender<ServerEvent>) {
+fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    events: broadcast::Sender<ServerEvent>,
+    commits: &std::sync::atomic::AtomicU64,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -102,6 +116,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, events: broadcast::Sender<Serv
             }
         }
         commit(&conn, batch, &events);
+        commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
