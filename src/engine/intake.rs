@@ -7,7 +7,7 @@
 //! action's answer leaves only once the action is on disk, and its runner
 //! starts only then.
 
-use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -24,12 +24,45 @@ use crate::model::*;
 use crate::policy::Op;
 use crate::store::Write;
 
-/// An accepted action not yet durable, by request id: a retry that arrives
-/// meanwhile waits for it and gets the same action.
-pub(super) struct Pending {
-    action: Action,
+/// The actions recent requests made, by (request scope, request id), so a
+/// retried request is answered without reading the database under the lock,
+/// and one that arrives while its action is still being written waits for
+/// it. Older request ids are found in the database (read before the lock:
+/// an id accepted after that read is here, well within the window).
+#[derive(Default)]
+pub(super) struct RecentRequests {
+    by_id: HashMap<(String, String), Made>,
+    order: VecDeque<(String, String)>,
+}
+
+/// How many recent request ids are kept in memory.
+const RECENT_REQUESTS: usize = 20_000;
+
+struct Made {
+    action_id: String,
+    server_id: String,
+    kind: ActionKind,
     /// `Some(true)` once durable, `Some(false)` if the write failed.
     durable: watch::Receiver<Option<bool>>,
+}
+
+impl RecentRequests {
+    fn insert(&mut self, key: (String, String), made: Made) {
+        if self.by_id.insert(key.clone(), made).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > RECENT_REQUESTS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// Forgets a request whose action could not be written.
+    fn forget(&mut self, key: &(String, String)) {
+        self.by_id.remove(key);
+        self.order.retain(|k| k != key);
+    }
 }
 
 type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Action>> + Send>>;
@@ -65,16 +98,20 @@ impl Engine {
         }
         let kind = req.kind();
         let scope = caller.request_scope();
+        // An older use of the request id, read before taking the lock.
+        let stored = match &request_id {
+            Some(rid) => self.store.action_by_request_id(&scope, rid)?,
+            None => None,
+        };
         let (action, ticket, durable_tx) =
-            match self.take(caller, server_id, req, request_id.clone())? {
+            match self.take(caller, server_id, req, request_id.clone(), stored)? {
                 Intake::Earlier(answer) => return answer.await,
                 Intake::Accepted(action, ticket, durable) => (*action, ticket, durable),
             };
         let durable = ticket.durable().await;
-        let key = request_id.map(|rid| (scope, rid));
         let mut inner = self.lock();
-        if let Some(key) = &key {
-            inner.pending.remove(key);
+        if let (Some(rid), Err(_)) = (request_id, &durable) {
+            inner.requests.forget(&(scope, rid));
         }
         let _ = durable_tx.send(Some(durable.is_ok()));
         durable?;
@@ -103,6 +140,7 @@ impl Engine {
         server_id: &str,
         req: ActionRequest,
         request_id: Option<String>,
+        stored: Option<Action>,
     ) -> Result<Intake> {
         let mut inner = self.lock();
         let slot = inner
@@ -115,7 +153,7 @@ impl Engine {
         if let Some(rid) = &request_id {
             let scope = caller.request_scope();
             if let Some(answer) =
-                self.earlier_request(&inner, &scope, rid, server_id, req.kind())?
+                self.earlier_request(&inner, &scope, rid, stored, server_id, req.kind())?
             {
                 return Ok(Intake::Earlier(answer));
             }
@@ -133,26 +171,29 @@ impl Engine {
         inner: &Inner,
         scope: &str,
         rid: &str,
+        stored: Option<Action>,
         server_id: &str,
         kind: ActionKind,
     ) -> Result<Option<Answer>> {
         let key = (scope.to_string(), rid.to_string());
-        let (existing, durable) = match inner.pending.get(&key) {
-            Some(p) => (p.action.clone(), Some(p.durable.clone())),
-            None => match self.store.action_by_request_id(scope, rid)? {
-                Some(a) => (a, None),
-                None => return Ok(None),
-            },
+        let (id, on, what, durable) = match (inner.requests.by_id.get(&key), &stored) {
+            (Some(m), _) => (
+                m.action_id.clone(),
+                m.server_id.clone(),
+                m.kind,
+                Some(m.durable.clone()),
+            ),
+            (None, Some(a)) => (a.id.clone(), a.server_id.clone(), a.kind, None),
+            (None, None) => return Ok(None),
         };
-        if existing.server_id != server_id || existing.kind != kind {
+        if on != server_id || what != kind {
             return Err(EngineError::InvalidArgument(format!(
-                "request_id {rid:?} was already used for action {} ({} on server {}); request ids are unique per project",
-                existing.id, existing.kind, existing.server_id
+                "request_id {rid:?} was already used for action {id} ({what} on server {on}); request ids are unique per project"
             )));
         }
-        info!(server_id, action_id = %existing.id, request_id = %rid, "retried request; returning the existing action");
-        let store_read = existing.id.clone();
+        info!(server_id, action_id = %id, request_id = %rid, "retried request; returning the existing action");
         let rid = rid.to_string();
+        let store = self.store.clone();
         Ok(Some(Box::pin(async move {
             if let Some(mut durable) = durable {
                 let ok = durable
@@ -162,11 +203,16 @@ impl Engine {
                     .unwrap_or(false);
                 if !ok {
                     return Err(EngineError::Conflict(format!(
-                        "the action {store_read} that request_id {rid:?} made could not be recorded; retry with a new request id"
+                        "the action {id} that request_id {rid:?} made could not be recorded; retry with a new request id"
                     )));
                 }
             }
-            Ok(existing)
+            match stored.filter(|a| a.id == id) {
+                Some(a) => Ok(a),
+                None => store
+                    .get_action(&id)?
+                    .ok_or(EngineError::NotFound { what: "action", id }),
+            }
         })))
     }
 
@@ -267,12 +313,15 @@ impl Engine {
         let ticket = self.store.write(writes);
         let (durable_tx, durable_rx) = watch::channel(None);
         if let Some(rid) = request_id {
-            if let MapEntry::Vacant(v) = inner.pending.entry((caller.request_scope(), rid)) {
-                v.insert(Pending {
-                    action: action.clone(),
+            inner.requests.insert(
+                (caller.request_scope(), rid),
+                Made {
+                    action_id: action.id.clone(),
+                    server_id: server_id.to_string(),
+                    kind,
                     durable: durable_rx,
-                });
-            }
+                },
+            );
         }
         Ok((action, ticket, durable_tx))
     }
@@ -356,52 +405,48 @@ impl Engine {
     }
 
     /// Records a step event on an action, durably, and tells its watchers.
+    /// The first step of a run also moves the action to RUNNING (one commit
+    /// for both).
     pub(super) async fn add_step(
         &self,
         action_id: &str,
+        first: bool,
         step: &str,
         phase: StepPhase,
         detail: &str,
         data: Option<String>,
     ) -> Result<()> {
-        self.store
-            .write(vec![Write::AddStep {
-                action_id: action_id.to_string(),
-                step: StepEvent {
-                    at: now_ms(),
-                    step: step.to_string(),
-                    phase,
-                    detail: detail.to_string(),
-                    data,
-                },
-            }])
-            .durable()
-            .await?;
+        let mut writes = Vec::with_capacity(2);
+        if first {
+            writes.push(Write::StartAction {
+                id: action_id.to_string(),
+                at: now_ms(),
+            });
+        }
+        writes.push(Write::AddStep {
+            action_id: action_id.to_string(),
+            step: StepEvent {
+                at: now_ms(),
+                step: step.to_string(),
+                phase,
+                detail: detail.to_string(),
+                data,
+            },
+        });
+        self.store.write(writes).durable().await?;
         let _ = self.action_updates.send(action_id.to_string());
         Ok(())
     }
 
-    /// Moves an action to RUNNING, unless it no longer holds its server's
-    /// task (superseded).
-    pub(super) async fn mark_running(&self, action_id: &str, server_id: &str) -> Result<bool> {
-        let ticket = {
-            let inner = self.lock();
-            let holds = inner
-                .servers
-                .get(server_id)
-                .and_then(|s| s.rec.task.as_ref())
-                .is_some_and(|t| t.0 == action_id);
-            if !holds {
-                return Ok(false);
-            }
-            self.store.write(vec![Write::StartAction {
-                id: action_id.to_string(),
-                at: now_ms(),
-            }])
-        };
-        ticket.durable().await?;
-        let _ = self.action_updates.send(action_id.to_string());
-        Ok(true)
+    /// Whether an action may run: it still holds its server's task (it was
+    /// not superseded before its runner started). It becomes RUNNING with its
+    /// first step.
+    pub(super) fn may_run(&self, action_id: &str, server_id: &str) -> bool {
+        self.lock()
+            .servers
+            .get(server_id)
+            .and_then(|s| s.rec.task.as_ref())
+            .is_some_and(|t| t.0 == action_id)
     }
 
     /// Ends an action and, when it still holds the server's task, the task.

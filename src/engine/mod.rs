@@ -78,13 +78,13 @@ struct Inner {
     servers: HashMap<String, Slot>,
     /// One lock per BMC endpoint: one operation at a time per BMC.
     bmc_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
-    /// Accepted actions by (request scope, request id) until they are durable.
-    pending: HashMap<(String, String), intake::Pending>,
+    /// The actions recent request ids made.
+    requests: intake::RecentRequests,
 }
 
 pub struct Engine {
     inner: Mutex<Inner>,
-    store: Store,
+    store: Arc<Store>,
     factory: Arc<dyn BmcFactory>,
     settings: EngineSettings,
     action_updates: broadcast::Sender<String>,
@@ -112,9 +112,9 @@ impl Engine {
             inner: Mutex::new(Inner {
                 servers: HashMap::new(),
                 bmc_locks: HashMap::new(),
-                pending: HashMap::new(),
+                requests: Default::default(),
             }),
-            store,
+            store: Arc::new(store),
             factory,
             settings,
             action_updates,

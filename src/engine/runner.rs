@@ -62,6 +62,9 @@ pub(super) struct Run {
     /// Non-idempotent commands that were in flight when the agent stopped and
     /// were not re-sent: whether the BMC got them is unknown.
     in_doubt: Mutex<Vec<PowerOp>>,
+    /// Whether this run wrote anything yet (its first write also marks the
+    /// action RUNNING).
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 /// How a wait for a restart ended.
@@ -103,6 +106,7 @@ impl Run {
             cursor: Mutex::new(Cursor::new(&action.events)),
             resumed_at: Mutex::new(None),
             in_doubt: Mutex::new(Vec::new()),
+            wrote: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -110,17 +114,8 @@ impl Run {
         let span = info_span!("action", server_id = %self.server_id, action_id = %self.action_id, bmc = %self.bmc_key, action = %req.kind());
         async move {
             self.kill(RECOVERY_STEP, Boundary::Accepted).await;
-            match self
-                .engine
-                .mark_running(&self.action_id, &self.server_id)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    warn!(error = %e, "cannot mark action running");
-                    return;
-                }
+            if !self.engine.may_run(&self.action_id, &self.server_id) {
+                return;
             }
             let mut result = self.perform(&req).await;
             if let ActionRequest::Reinstall(BootSource::VirtualMedia(_)) = &req {
@@ -204,8 +199,9 @@ impl Run {
         detail: &str,
         data: Option<String>,
     ) -> Result<(), Failure> {
+        let first = !self.wrote.swap(true, std::sync::atomic::Ordering::SeqCst);
         self.engine
-            .add_step(&self.action_id, step, phase, detail, data)
+            .add_step(&self.action_id, first, step, phase, detail, data)
             .await
             .map_err(|e| format!("cannot record step {step}: {e}"))
     }
