@@ -21,6 +21,11 @@ pub struct Args {
     /// First Redfish TCP port (BMC i listens on base + i); 0 finds a free run.
     #[arg(long)]
     pub redfish_base: Option<u16>,
+    /// `ports`: BMC i on port base + i. `shared`: one port, every system
+    /// under /redfish/v1/Systems/node{i} (a client picks one with the agent's
+    /// `system_id` option); one socket instead of N.
+    #[arg(long, value_enum, default_value_t = RedfishLayout::Ports)]
+    pub redfish_layout: RedfishLayout,
     /// Serve Redfish over plain HTTP instead of HTTPS.
     #[arg(long)]
     pub http: bool,
@@ -48,7 +53,7 @@ pub struct Args {
     /// IPMI session idle timeout (real BMCs: about 60 s).
     #[arg(long, default_value = "60s")]
     pub session_timeout: humantime::Duration,
-    /// Redfish sessions per BMC.
+    /// Redfish sessions per BMC (with `--redfish-layout shared`: for the whole service).
     #[arg(long, default_value_t = 16)]
     pub redfish_sessions: usize,
     /// Redfish SessionTimeout.
@@ -78,9 +83,17 @@ impl InitialPower {
         match self {
             InitialPower::Off => false,
             InitialPower::On => true,
-            InitialPower::Alternate => i % 2 == 0,
+            InitialPower::Alternate => i.is_multiple_of(2),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedfishLayout {
+    /// A port per BMC.
+    Ports,
+    /// One port for all systems.
+    Shared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

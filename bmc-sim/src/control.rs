@@ -115,7 +115,7 @@ pub fn view(sim: &Sim, b: &Bmc) -> Value {
     json!({
         "index": b.index,
         "ipmi_port": sim.ipmi_base.map(|p| p as usize + b.index),
-        "redfish_port": sim.redfish_base.map(|p| p as usize + b.index),
+        "redfish_port": sim.redfish_port(b.index),
         "power": if on { "on" } else { "off" },
         "restart_cause": st.host.restart_cause,
         "last_reset_time": humantime::format_rfc3339_seconds(st.host.last_reset).to_string(),

@@ -47,6 +47,20 @@ pub struct Sim {
     pub started: Instant,
     pub ipmi_base: Option<u16>,
     pub redfish_base: Option<u16>,
+    /// One Redfish port for every system (`--redfish-layout shared`).
+    pub redfish_shared: bool,
+}
+
+impl Sim {
+    /// The Redfish port of BMC `i`.
+    pub fn redfish_port(&self, i: usize) -> Option<u16> {
+        let base = self.redfish_base?;
+        Some(if self.redfish_shared {
+            base
+        } else {
+            base + i as u16
+        })
+    }
 }
 
 /// Raises the open-files limit to what `need` descriptors require (as root,
@@ -107,7 +121,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let redfish = match args.redfish_base {
-        Some(base) => Some(redfish::bind(base, n).context("Redfish ports")?),
+        Some(base) => {
+            let ports = if args.redfish_layout == cli::RedfishLayout::Shared {
+                1
+            } else {
+                n
+            };
+            Some(redfish::bind(base, ports).context("Redfish ports")?)
+        }
         None => None,
     };
     let mut kuid = [0u8; 20];
@@ -122,6 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         started: t0,
         ipmi_base: ipmi.as_ref().map(|(b, _)| *b),
         redfish_base: redfish.as_ref().map(|(b, _)| *b),
+        redfish_shared: args.redfish_layout == cli::RedfishLayout::Shared,
     });
 
     if let Some((_, sockets)) = ipmi {
@@ -143,7 +165,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             cert_sha256 = Some(tls.sha256.clone());
             Some(tls.acceptor)
         };
-        redfish::serve(sim.clone(), listeners, acceptor)?;
+        redfish::serve(sim.clone(), listeners, acceptor, sim.redfish_shared)?;
     }
     let control = control::bind(args.control).await.context("control port")?;
     let control_addr = control.local_addr()?;
@@ -155,6 +177,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "ipmi_base": sim.ipmi_base,
         "redfish_base": sim.redfish_base,
         "redfish_scheme": if args.http { "http" } else { "https" },
+        "redfish_layout": if sim.redfish_shared { "shared" } else { "ports" },
         "control": control_addr.to_string(),
         "cert_sha256": cert_sha256,
         "startup_ms": t0.elapsed().as_secs_f64() * 1000.0,

@@ -207,3 +207,59 @@ async fn redfish_driver_with_basic_auth_and_a_wrong_password() {
     assert!(matches!(err, BmcError::Auth(_)), "{err}");
     assert_eq!(sim.bmc(0)["redfish_sessions_open"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_drivers_share_one_port_with_system_id() {
+    require("curl");
+    let n = 20;
+    // On the shared port the session limit is the whole service's.
+    let sim = Sim::start(
+        n,
+        &[
+            "--redfish-layout",
+            "shared",
+            "--power",
+            "alternate",
+            "--redfish-sessions",
+            "64",
+        ],
+    );
+    assert_eq!(sim.ready["redfish_layout"], "shared");
+    let cert = sim.cert().display().to_string();
+    let drivers: Vec<RedfishBmc> = (0..n)
+        .map(|i| {
+            let id = format!("node{i}");
+            let ep = endpoint(
+                Protocol::Redfish,
+                sim.redfish_base,
+                PASSWORD,
+                &[("ca_file", &cert), ("auth", "session"), ("system_id", &id)],
+            );
+            RedfishBmc::connect(&id, &ep).expect("driver")
+        })
+        .collect();
+    for (i, d) in drivers.iter().enumerate() {
+        let want = if i % 2 == 0 { Power::On } else { Power::Off };
+        assert_eq!(d.power_state().await.unwrap(), want, "system {i}");
+    }
+    drivers[3].power(PowerOp::On).await.unwrap();
+    assert_eq!(sim.bmc(3)["power"], "on");
+    assert_eq!(sim.bmc(2)["power"], "on");
+    assert_eq!(sim.counter(3, "redfish_reset_on"), 1);
+    // curl sees the same system on the same port.
+    let (code, _, body) = sim.curl(0, &["-u", "admin:password"], "/redfish/v1/Systems/node3");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"PowerState\":\"On\""), "{body}");
+    let (code, _, _) = sim.curl(0, &["-u", "admin:password"], "/redfish/v1/Systems/node20");
+    assert_eq!(code, 404);
+
+    // The service keeps the sessions (on BMC 0): one per driver, all deleted.
+    assert_eq!(sim.bmc(0)["redfish_sessions_open"], n as u64);
+    for d in &drivers {
+        d.close().await;
+    }
+    let b = sim.bmc(0);
+    assert_eq!(b["counters"]["redfish_sessions_created"], n as u64, "{b}");
+    assert_eq!(b["counters"]["redfish_sessions_deleted"], n as u64);
+    assert_eq!(b["redfish_sessions_open"], 0);
+}

@@ -137,7 +137,7 @@ pub fn verify_integrity(p: &V20<'_>, k1: &[u8; 20]) -> bool {
     if d[code_at - 1] != 0x07 || p.payload_end + pad + 2 != code_at || pad > 3 {
         return false;
     }
-    if (code_at - 4) % 4 != 0 {
+    if !(code_at - 4).is_multiple_of(4) {
         return false;
     }
     let mut m = <HmacSha1 as Mac>::new_from_slice(k1).expect("any key length");
@@ -148,7 +148,7 @@ pub fn verify_integrity(p: &V20<'_>, k1: &[u8; 20]) -> bool {
 /// AES-CBC-128 payload (§13.29): IV, then blocks whose plaintext ends with
 /// the pad bytes 1, 2, .. and the pad length.
 pub fn decrypt(key: &[u8; 16], body: &[u8]) -> Option<Vec<u8>> {
-    if body.len() < 32 || body.len() % 16 != 0 {
+    if body.len() < 32 || !body.len().is_multiple_of(16) {
         return None;
     }
     let iv: [u8; 16] = body[..16].try_into().ok()?;
@@ -387,7 +387,7 @@ mod tests {
     #[test]
     fn pong_layout() {
         let p = pong(9);
-        assert_eq!(p.len(), 4 + 12 + 16);
+        assert_eq!(p.len(), 4 + 8 + 16, "RMCP, ASF header, pong data");
         assert_eq!(p[9], 9);
         assert_eq!(p[8], 0x40);
     }

@@ -4,8 +4,12 @@
 //! BootProgress, Boot override, the Reset action with its AllowableValues),
 //! and the SessionService — with basic auth and sessions.
 //!
-//! One port per BMC, like real BMCs: an idle listener costs a socket and a
-//! parked task (see the README for the figures at N = 10,000).
+//! Two layouts: one port per BMC, like real BMCs (an idle listener costs a
+//! socket and a parked task), or one shared port serving every system under
+//! `/redfish/v1/Systems/node{i}`, for N where a socket per BMC and per
+//! connection would pass the open-files limit. On the shared port the
+//! sessions belong to the service and are kept (and counted) by BMC 0. See
+//! the README for the figures at N = 10,000.
 
 pub mod session;
 
@@ -65,13 +69,16 @@ pub fn bind(base: u16, n: usize) -> anyhow::Result<(u16, Vec<TcpListener>)> {
     })
 }
 
-/// One accept loop per port; one task per connection.
+/// One accept loop per port; one task per connection. With `shared`, the
+/// one listener serves every system.
 pub fn serve(
     sim: Arc<Sim>,
     listeners: Vec<TcpListener>,
     tls: Option<TlsAcceptor>,
+    shared: bool,
 ) -> anyhow::Result<()> {
     for (i, l) in listeners.into_iter().enumerate() {
+        let port_bmc = (!shared).then_some(i);
         l.set_nonblocking(true)?;
         let l = tokio::net::TcpListener::from_std(l)?;
         let sim = sim.clone();
@@ -82,7 +89,7 @@ pub fn serve(
                     Ok(s) => s,
                     Err(e) => {
                         // Out of descriptors and the like: wait, do not spin.
-                        tracing::warn!(bmc = i, error = %e, "accept failed");
+                        tracing::warn!(port_bmc = ?port_bmc, error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -93,7 +100,7 @@ pub fn serve(
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let sim = sim.clone();
-                        async move { Ok::<_, Infallible>(handle(&sim, i, req).await) }
+                        async move { Ok::<_, Infallible>(handle(&sim, port_bmc, req).await) }
                     });
                     let http = hyper::server::conn::http1::Builder::new();
                     match tls {
@@ -161,7 +168,12 @@ fn error(status: StatusCode, id: &str, message: &str) -> Answer {
     )
 }
 
-async fn handle(sim: &Sim, i: usize, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+/// `port_bmc`: the BMC whose port this is; `None` on the shared port.
+async fn handle(
+    sim: &Sim,
+    port_bmc: Option<usize>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -174,23 +186,14 @@ async fn handle(sim: &Sim, i: usize, req: Request<hyper::body::Incoming>) -> Res
             "The request body is too large.",
         )
     } else {
-        let bmc = &sim.bmcs[i];
-        let mut guard = bmc.lock();
-        let st = &mut *guard;
-        let now = Instant::now();
-        st.c.redfish_requests += 1;
-        st.redfish
-            .expire(now, sim.limits.redfish_timeout, &mut st.c);
-        route(
-            sim,
-            bmc,
-            st,
-            &parts.method,
-            parts.uri.path(),
-            &parts.headers,
-            &body,
-            now,
-        )
+        let rq = Rq {
+            method: &parts.method,
+            path: normalize(parts.uri.path()),
+            headers: &parts.headers,
+            body: &body,
+            now: Instant::now(),
+        };
+        route(sim, port_bmc, &rq)
     };
     let mut resp = Response::builder().status(a.status);
     if let Some(h) = resp.headers_mut() {
@@ -262,57 +265,125 @@ fn authenticated(sim: &Sim, st: &mut BmcState, headers: &HeaderMap, now: Instant
     decoded == expected.as_bytes()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn route(
-    sim: &Sim,
-    bmc: &Bmc,
-    st: &mut BmcState,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
+/// One request, as the routes see it.
+struct Rq<'a> {
+    method: &'a Method,
+    path: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
     now: Instant,
-) -> Answer {
-    let path = if path.len() > 1 {
+}
+
+fn normalize(path: &str) -> &str {
+    if path.len() > 1 {
         path.trim_end_matches('/')
     } else {
         path
+    }
+}
+
+fn not_found(path: &str) -> Answer {
+    error(
+        StatusCode::NOT_FOUND,
+        "ResourceMissingAtURI",
+        &format!("The resource at the URI {path} was not found."),
+    )
+}
+
+/// Which system a path is about, and whether it is the Reset action.
+fn system_of(path: &str, n: usize) -> Option<(usize, bool)> {
+    let rest = path.strip_prefix(SYSTEMS)?.strip_prefix("/node")?;
+    let (num, reset) = match rest.split_once('/') {
+        None => (rest, false),
+        Some((num, "Actions/ComputerSystem.Reset")) => (num, true),
+        Some(_) => return None,
     };
-    let system = format!("{SYSTEMS}/{}", system_id(bmc.index));
-    let reset = format!("{system}/Actions/ComputerSystem.Reset");
+    if num.is_empty() || (num.len() > 1 && num.starts_with('0')) {
+        return None;
+    }
+    num.parse::<usize>()
+        .ok()
+        .filter(|i| *i < n)
+        .map(|i| (i, reset))
+}
+
+/// Two phases. The service (root, Systems, sessions, authentication) is
+/// answered under the lock of the BMC that holds the sessions: the port's
+/// own BMC, or BMC 0 on the shared port. A system resource is then answered
+/// under its own BMC's lock.
+fn route(sim: &Sim, port_bmc: Option<usize>, rq: &Rq<'_>) -> Answer {
+    let path = rq.path;
+    let system =
+        system_of(path, sim.bmcs.len()).filter(|(i, _)| port_bmc.is_none_or(|own| own == *i));
     let session_id = path
         .strip_prefix(SESSIONS)
         .and_then(|r| r.strip_prefix('/'))
         .filter(|r| !r.is_empty() && !r.contains('/'));
-
-    // What exists, and whether it needs credentials.
-    let known = path == "/redfish"
-        || path == ROOT
-        || path == SYSTEMS
-        || path == system
-        || path == reset
-        || path == SESSION_SERVICE
-        || path == SESSIONS
+    let service_path = ["/redfish", ROOT, SYSTEMS, SESSION_SERVICE, SESSIONS].contains(&path)
         || session_id.is_some();
-    if !known {
-        return error(
-            StatusCode::NOT_FOUND,
-            "ResourceMissingAtURI",
-            &format!("The resource at the URI {path} was not found."),
-        );
-    }
-    let open = path == "/redfish" || path == ROOT || (path == SESSIONS && method == Method::POST);
-    if !open && !authenticated(sim, st, headers, now) {
-        st.c.redfish_auth_failures += 1;
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "NoValidSession",
-            "There is no valid session established with the implementation.",
-        )
-        .header("WWW-Authenticate", "Basic realm=\"bmc-sim\"".into());
+    if !service_path && system.is_none() {
+        return not_found(path);
     }
 
-    match (method, path) {
+    let holder = &sim.bmcs[port_bmc.unwrap_or(0)];
+    {
+        let mut guard = holder.lock();
+        let st = &mut *guard;
+        st.redfish
+            .expire(rq.now, sim.limits.redfish_timeout, &mut st.c);
+        if system.is_none() {
+            st.c.redfish_requests += 1;
+        }
+        let open =
+            path == "/redfish" || path == ROOT || (path == SESSIONS && rq.method == Method::POST);
+        if !open && !authenticated(sim, st, rq.headers, rq.now) {
+            st.c.redfish_auth_failures += 1;
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "NoValidSession",
+                "There is no valid session established with the implementation.",
+            )
+            .header("WWW-Authenticate", "Basic realm=\"bmc-sim\"".into());
+        }
+        if system.is_none() {
+            return service(sim, holder, st, port_bmc, rq, session_id);
+        }
+    }
+    let (i, reset) = system.expect("a system path");
+    let bmc = &sim.bmcs[i];
+    let mut guard = bmc.lock();
+    let st = &mut *guard;
+    st.c.redfish_requests += 1;
+    match (rq.method, reset) {
+        (&Method::GET, false) => {
+            let (etag, body) = system_body(bmc, st, rq.now);
+            Answer::json(StatusCode::OK, body).header("ETag", etag)
+        }
+        (&Method::PATCH, false) => patch_system(bmc, st, rq.headers, rq.body, rq.now),
+        (&Method::POST, true) => reset_system(sim, st, rq.body, rq.now),
+        _ => not_allowed(rq.method, path),
+    }
+}
+
+fn not_allowed(method: &Method, path: &str) -> Answer {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "OperationNotAllowed",
+        &format!("The HTTP method {method} is not allowed on {path}."),
+    )
+}
+
+/// The service's own resources, under the session holder's lock.
+fn service(
+    sim: &Sim,
+    holder: &Bmc,
+    st: &mut BmcState,
+    port_bmc: Option<usize>,
+    rq: &Rq<'_>,
+    session_id: Option<&str>,
+) -> Answer {
+    let path = rq.path;
+    match (rq.method, path) {
         (&Method::GET, "/redfish") => Answer::json(StatusCode::OK, json!({ "v1": "/redfish/v1/" })),
         (&Method::GET, ROOT) => Answer::json(
             StatusCode::OK,
@@ -320,30 +391,35 @@ fn route(
                 "@odata.id": "/redfish/v1/",
                 "@odata.type": "#ServiceRoot.v1_15_0.ServiceRoot",
                 "Id": "RootService",
-                "Name": format!("bmc-sim BMC {}", bmc.index),
+                "Name": match port_bmc {
+                    Some(i) => format!("bmc-sim BMC {i}"),
+                    None => format!("bmc-sim, {} systems", sim.bmcs.len()),
+                },
                 "RedfishVersion": "1.17.0",
-                "UUID": bmc.uuid(),
+                "UUID": holder.uuid(),
                 "Systems": { "@odata.id": SYSTEMS },
                 "SessionService": { "@odata.id": SESSION_SERVICE },
                 "Links": { "Sessions": { "@odata.id": SESSIONS } },
             }),
         ),
-        (&Method::GET, SYSTEMS) => Answer::json(
-            StatusCode::OK,
-            json!({
-                "@odata.id": SYSTEMS,
-                "@odata.type": "#ComputerSystemCollection.ComputerSystemCollection",
-                "Name": "Computer System Collection",
-                "Members@odata.count": 1,
-                "Members": [{ "@odata.id": system }],
-            }),
-        ),
-        (&Method::GET, p) if p == system => {
-            let (etag, body) = system_body(bmc, st, now);
-            Answer::json(StatusCode::OK, body).header("ETag", etag)
+        (&Method::GET, SYSTEMS) => {
+            let members: Vec<Value> = match port_bmc {
+                Some(i) => vec![json!({ "@odata.id": format!("{SYSTEMS}/{}", system_id(i)) })],
+                None => (0..sim.bmcs.len())
+                    .map(|i| json!({ "@odata.id": format!("{SYSTEMS}/{}", system_id(i)) }))
+                    .collect(),
+            };
+            Answer::json(
+                StatusCode::OK,
+                json!({
+                    "@odata.id": SYSTEMS,
+                    "@odata.type": "#ComputerSystemCollection.ComputerSystemCollection",
+                    "Name": "Computer System Collection",
+                    "Members@odata.count": members.len(),
+                    "Members": members,
+                }),
+            )
         }
-        (&Method::PATCH, p) if p == system => patch_system(bmc, st, headers, body, now),
-        (&Method::POST, p) if p == reset => reset_system(sim, st, body, now),
         (&Method::GET, SESSION_SERVICE) => Answer::json(
             StatusCode::OK,
             json!({
@@ -374,16 +450,12 @@ fn route(
                 }),
             )
         }
-        (&Method::POST, SESSIONS) => login(sim, st, body, now),
+        (&Method::POST, SESSIONS) => login(sim, st, rq.body, rq.now),
         (&Method::GET, _) if session_id.is_some() => {
             let id = session_id.unwrap_or_default();
             match st.redfish.list.iter().find(|s| s.id == id) {
                 Some(s) => Answer::json(StatusCode::OK, session_body(&s.id, &s.user)),
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "ResourceMissingAtURI",
-                    &format!("The resource at the URI {path} was not found."),
-                ),
+                None => not_found(path),
             }
         }
         (&Method::DELETE, _) if session_id.is_some() => {
@@ -391,18 +463,10 @@ fn route(
                 st.c.redfish_sessions_deleted += 1;
                 Answer::empty(StatusCode::NO_CONTENT)
             } else {
-                error(
-                    StatusCode::NOT_FOUND,
-                    "ResourceMissingAtURI",
-                    &format!("The resource at the URI {path} was not found."),
-                )
+                not_found(path)
             }
         }
-        _ => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "OperationNotAllowed",
-            &format!("The HTTP method {method} is not allowed on {path}."),
-        ),
+        _ => not_allowed(rq.method, path),
     }
 }
 
