@@ -1,5 +1,7 @@
 //! Load generator for the scale measurement: the agent's own IPMI driver
-//! (`rack_agent::bmc::ipmi::IpmiBmc`), one per simulated BMC, each reading the
+//! (`rack_agent::bmc::ipmi::IpmiBmc`) — or with `--redfish CERT` its Redfish
+//! driver against the shared Redfish port, a session per system —
+//! one per simulated BMC, each reading the
 //! power state once per interval, the reads spread evenly over the interval —
 //! the way the agent's sync loop polls a rack. Prints, per interval, the reads
 //! done, the errors, latency percentiles, and the simulator's CPU and RSS read
@@ -16,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rack_agent::bmc::ipmi::IpmiBmc;
-use rack_agent::bmc::{Bmc, Endpoint, Protocol, Secret};
+use rack_agent::bmc::redfish::RedfishBmc;
+use rack_agent::bmc::{Endpoint, Protocol, Secret, SharedBmc};
 use tokio::sync::mpsc;
 
 struct Args {
@@ -25,6 +28,8 @@ struct Args {
     interval: Duration,
     rounds: usize,
     sim_pid: Option<u32>,
+    /// Redfish on a shared port, trusting this certificate.
+    redfish_cert: Option<String>,
     user: String,
     password: String,
 }
@@ -36,6 +41,7 @@ fn args() -> Args {
         interval: Duration::from_secs(10),
         rounds: 6,
         sim_pid: None,
+        redfish_cert: None,
         user: "admin".into(),
         password: "password".into(),
     };
@@ -48,6 +54,7 @@ fn args() -> Args {
             "--interval" => a.interval = humantime::parse_duration(&val).expect("--interval"),
             "--rounds" => a.rounds = val.parse().expect("--rounds N"),
             "--sim-pid" => a.sim_pid = Some(val.parse().expect("--sim-pid PID")),
+            "--redfish" => a.redfish_cert = Some(val),
             "--user" => a.user = val,
             "--password" => a.password = val,
             _ => panic!("unknown flag {k}"),
@@ -91,9 +98,9 @@ async fn main() {
     let ticks_per_s = 100.0; // Linux USER_HZ
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<Duration, String>)>();
     let started = Instant::now();
-    let mut drivers = Vec::with_capacity(a.count);
+    let mut drivers: Vec<SharedBmc> = Vec::with_capacity(a.count);
     for i in 0..a.count {
-        let ep = Endpoint {
+        let mut ep = Endpoint {
             protocol: Protocol::Ipmi,
             address: "127.0.0.1".into(),
             port: a.base + i as u16,
@@ -103,9 +110,21 @@ async fn main() {
             // is then exactly one Get Chassis Status per BMC per interval.
             options: BTreeMap::from([("keepalive".to_string(), "0s".to_string())]),
         };
-        drivers.push(Arc::new(
-            IpmiBmc::new(&format!("n{i}"), &ep).expect("driver"),
-        ));
+        let id = format!("node{i}");
+        drivers.push(match &a.redfish_cert {
+            None => Arc::new(IpmiBmc::new(&id, &ep).expect("driver")),
+            Some(cert) => {
+                ep.protocol = Protocol::Redfish;
+                ep.port = a.base;
+                ep.options = BTreeMap::from([
+                    ("ca_file".to_string(), cert.clone()),
+                    ("system_id".to_string(), id.clone()),
+                    ("auth".to_string(), "session".to_string()),
+                    ("max_connections".to_string(), "1".to_string()),
+                ]);
+                Arc::new(RedfishBmc::connect(&id, &ep).expect("driver"))
+            }
+        });
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -131,8 +150,16 @@ async fn main() {
     drop(tx);
 
     println!(
-        "polling {} BMCs from 127.0.0.1:{}, one power read each per {:?}, {} rounds",
-        a.count, a.base, a.interval, a.rounds
+        "polling {} {} BMCs from 127.0.0.1:{}, one power read each per {:?}, {} rounds",
+        a.count,
+        if a.redfish_cert.is_some() {
+            "Redfish"
+        } else {
+            "IPMI"
+        },
+        a.base,
+        a.interval,
+        a.rounds
     );
     println!("round  reads  errors  p50_ms  p99_ms  max_ms  sim_cpu_%  sim_rss_MB  sim_hwm_MB");
     let mut last = a.sim_pid.and_then(proc_stats);

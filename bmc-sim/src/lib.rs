@@ -101,8 +101,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     args.validate()?;
     let n = args.count;
-    let need =
-        (args.ipmi_base.is_some() as u64 + args.redfish_base.is_some() as u64) * n as u64 + 1024;
+    let redfish_ports = match (args.redfish_base, args.redfish_layout) {
+        (None, _) => 0,
+        (Some(_), cli::RedfishLayout::Shared) => 1,
+        (Some(_), cli::RedfishLayout::Ports) => n as u64,
+    };
+    // One socket per port, and room for connections and the rest.
+    let need = args.ipmi_base.is_some() as u64 * n as u64 + redfish_ports + 1024;
     raise_nofile(need)?;
 
     let started_wall = SystemTime::now();
