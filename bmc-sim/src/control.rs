@@ -100,7 +100,7 @@ fn not_found(path: &str) -> (StatusCode, Value) {
 fn force(b: &Bmc, on: bool) {
     let mut st = b.lock();
     let st = &mut *st;
-    st.host.force(Instant::now(), on, &mut st.c);
+    st.host.force(on, &mut st.c);
 }
 
 /// One BMC as the control interface shows it.

@@ -336,7 +336,7 @@ impl Host {
     }
 
     /// Out-of-band power (the control interface: someone at the rack).
-    pub fn force(&mut self, now: Instant, on: bool, c: &mut Counters) {
+    pub fn force(&mut self, on: bool, c: &mut Counters) {
         self.pending.clear();
         if on != self.on {
             if on {
@@ -347,7 +347,6 @@ impl Host {
                 self.last_change = SystemTime::now();
             }
         }
-        let _ = now;
     }
 }
 

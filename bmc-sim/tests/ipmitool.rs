@@ -259,3 +259,27 @@ fn asf_presence_ping_gets_a_pong() {
     assert_eq!(buf[20] & 0x80, 0x80, "IPMI supported");
     assert_eq!(sim.counter(0, "ipmi_pings"), 1);
 }
+
+#[test]
+fn power_changes_show_after_the_configured_delay() {
+    require("ipmitool");
+    let sim = Sim::start(1, &["--power-delay", "1s"]);
+    let (ok, _) = sim.ipmitool(0, &["chassis", "power", "on"]);
+    assert!(ok);
+    let (_, out) = sim.ipmitool(0, &["chassis", "power", "status"]);
+    assert!(out.contains("Chassis Power is off"), "not yet: {out}");
+    wait_until("power on after 1 s", Duration::from_secs(5), || {
+        sim.ipmitool(0, &["chassis", "power", "status"])
+            .1
+            .contains("Chassis Power is on")
+    });
+    // Out-of-band power through the control port is immediate.
+    sim.control("POST", "/bmcs/0/power/off");
+    let (_, out) = sim.ipmitool(0, &["chassis", "power", "status"]);
+    assert!(out.contains("Chassis Power is off"), "{out}");
+    assert_eq!(
+        sim.counter(0, "chassis_power_off"),
+        0,
+        "not a client command"
+    );
+}
