@@ -24,6 +24,8 @@ cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --features kill-points -- -D warnings
+# The workspace's other member: the many-BMC simulator (bmc-sim/).
+cargo clippy -p bmc-sim --all-targets -- -D warnings
 
 echo "==> systemd unit (verify, security)"
 bash scripts/check-unit.sh
@@ -32,6 +34,13 @@ bash scripts/package.sh
 
 # The crash tests (tests/crash_points.rs) need the kill-point hook, which only
 # a build with this feature has; without it they fail and say so.
+echo "==> bmc-sim tests (the simulator judged by ipmitool, ipmipower, curl and the agent's drivers)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run -p bmc-sim --no-fail-fast --failure-output final
+else
+  cargo test -p bmc-sim --no-fail-fast
+fi
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --features kill-points --no-fail-fast --failure-output final
