@@ -32,18 +32,14 @@ bash scripts/check-unit.sh
 echo "==> .deb package"
 bash scripts/package.sh
 
-# The crash tests (tests/crash_points.rs) need the kill-point hook, which only
-# a build with this feature has; without it they fail and say so.
-echo "==> bmc-sim tests (the simulator judged by ipmitool, ipmipower, curl and the agent's drivers)"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run -p bmc-sim --no-fail-fast --failure-output final
-else
-  cargo test -p bmc-sim --no-fail-fast
-fi
-
+# Every test of the workspace (the agent and bmc-sim) in one run, so the
+# runner's summary line is the last thing printed. The crash tests
+# (tests/crash_points.rs, tests/hil_ipmi_crash.rs) need the agent's kill-point
+# hook, which only a build with this feature has; without it they fail and
+# say so.
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --features kill-points --no-fail-fast --failure-output final
+  cargo nextest run --workspace --features rack-agent/kill-points --no-fail-fast --failure-output final
 else
-  cargo test --features kill-points --no-fail-fast
+  cargo test --workspace --features rack-agent/kill-points --no-fail-fast
 fi
