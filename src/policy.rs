@@ -126,7 +126,17 @@ impl Policy {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        toml::from_str(&text).map_err(|e| err(e.to_string()))
+        Policy::parse(&text, path)
+    }
+
+    /// Parses policy text; `path` names it in errors. What `load` does after
+    /// reading the file, exposed so the fuzz target (`fuzz/`) reaches the
+    /// parser without a file.
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<Policy, PolicyError> {
+        toml::from_str(text).map_err(|e| PolicyError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     pub fn rule(&self, op: Op) -> Rule {
