@@ -769,35 +769,143 @@ async fn streams_end_unavailable_saying_how_to_resume_when_the_agent_stops() {
     assert!(exit.success(), "{exit}");
 }
 
-/// Asserts a refusal: its code, that it names `field`, and that it is short.
-#[track_caller]
-fn refused<T: std::fmt::Debug>(
-    r: Result<tonic::Response<T>, tonic::Status>,
+/// One row of a bad-input table: what was sent, what came back, and what
+/// should have come back — the code, a word the message must hold (the
+/// field, or the id not found), and values it must never repeat (long
+/// inputs, secrets).
+struct Row {
+    what: String,
+    got: Result<(), tonic::Status>,
     code: Code,
-    field: &str,
-) {
-    let st = r.expect_err("accepted");
-    assert_eq!(
-        st.code(),
-        code,
-        "{}: {}",
-        field,
-        &st.message()[..st.message().len().min(300)]
-    );
-    assert!(
-        st.message().contains(field),
-        "the message does not name {field}: {}",
-        &st.message()[..st.message().len().min(300)]
-    );
-    assert!(
-        st.message().len() < 256,
-        "{field}: a {}-byte message echoes the input",
-        st.message().len()
-    );
+    names: String,
+    never: Vec<String>,
 }
 
+/// The rows of a bad-input test, checked all together so that a failure
+/// lists every row that went wrong.
+#[derive(Default)]
+struct Table(Vec<Row>);
+
+impl Table {
+    fn row<T>(
+        &mut self,
+        what: impl Into<String>,
+        got: Result<tonic::Response<T>, tonic::Status>,
+        code: Code,
+        names: &str,
+    ) -> &mut Row {
+        self.0.push(Row {
+            what: what.into(),
+            got: got.map(|_| ()),
+            code,
+            names: names.into(),
+            never: Vec::new(),
+        });
+        self.0.last_mut().unwrap()
+    }
+
+    #[track_caller]
+    fn check(&self) {
+        let mut wrong = Vec::new();
+        for r in &self.0 {
+            let st = match &r.got {
+                Ok(()) => {
+                    wrong.push(format!("{}: accepted", r.what));
+                    continue;
+                }
+                Err(st) => st,
+            };
+            let msg = st.message();
+            let shown: String = msg.chars().take(300).collect();
+            if st.code() != r.code {
+                wrong.push(format!(
+                    "{}: {:?}, not {:?}: {shown}",
+                    r.what,
+                    st.code(),
+                    r.code
+                ));
+            }
+            if !msg.contains(&r.names) {
+                wrong.push(format!(
+                    "{}: the message does not name {:?}: {shown}",
+                    r.what, r.names
+                ));
+            }
+            if msg.len() >= 256 {
+                wrong.push(format!("{}: a {}-byte message", r.what, msg.len()));
+            }
+            if r.never.iter().any(|v| msg.contains(v.as_str())) {
+                wrong.push(format!(
+                    "{}: the message repeats the input: {shown}",
+                    r.what
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} rows wrong:\n{}",
+            wrong.len(),
+            self.0.len(),
+            wrong.join("\n")
+        );
+    }
+}
+
+impl Row {
+    /// The message must not hold `value` (a long input, a secret).
+    fn never(&mut self, value: &str) -> &mut Row {
+        self.never.push(value.to_string());
+        self
+    }
+}
+
+/// A request message whose string fields 1 to 3 go on the wire as raw
+/// bytes: what a client that does not check UTF-8 can send.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawFields {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    one: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    two: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    three: Option<Vec<u8>>,
+}
+
+/// Calls `method` of the RackAgent service with `msg`, as an admin.
+async fn raw_call(
+    d: &Daemon,
+    method: &str,
+    streaming: bool,
+    msg: RawFields,
+) -> Result<tonic::Response<()>, tonic::Status> {
+    let ch = tonic::transport::Channel::from_shared(d.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut g = tonic::client::Grpc::new(ch);
+    g.ready().await.unwrap();
+    let path: tonic::codegen::http::uri::PathAndQuery =
+        format!("/rackagent.v1.RackAgent/{method}").parse().unwrap();
+    let codec = tonic_prost::ProstCodec::<RawFields, RawFields>::default();
+    if streaming {
+        g.server_streaming(admin(msg), path, codec)
+            .await
+            .map(|r| r.map(|_| ()))
+    } else {
+        g.unary(admin(msg), path, codec)
+            .await
+            .map(|r| r.map(|_| ()))
+    }
+}
+
+/// Not UTF-8: a lone continuation byte and an over-long encoding of '/'.
+const NOT_UTF8: &[u8] = b"node-\x80\xc0\xaf";
+
 /// Defect 8: only enrolment checked an id's length, and every refusal echoed
-/// the input whole: a 64 KB id came back in a 65 KB error.
+/// the input whole: a 64 KB id came back in a 65 KB error. Every way a
+/// request can be wrong, each with the code the design maps it to and a
+/// short message naming the field (issue 11, case 8).
 #[tokio::test]
 async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -807,38 +915,103 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         &format!("{FAKE}{}", inventory("node", 2, "tenant-a")),
     );
     let mut c = d.client().await;
+    let mut t = Table::default();
     let big = "x".repeat(64 * 1024);
 
-    refused(
-        c.reboot(admin(hard_reboot(&big))).await,
+    // Empty ids.
+    t.row(
+        "GetServer id \"\"",
+        c.get_server(admin(pb::GetServerRequest { id: String::new() }))
+            .await,
+        Code::InvalidArgument,
+        "id is required",
+    );
+    t.row(
+        "Reboot server_id \"\"",
+        c.reboot(admin(hard_reboot(""))).await,
         Code::InvalidArgument,
         "server_id",
     );
-    refused(
+    t.row(
+        "Lock server_id \"\"",
+        c.lock(admin(pb::LockRequest::default())).await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    t.row(
+        "GetAction id \"\"",
+        c.get_action(admin(pb::GetActionRequest { id: String::new() }))
+            .await,
+        Code::InvalidArgument,
+        "id is required",
+    );
+    t.row(
+        "ListActions server_id \"\"",
+        c.list_actions(admin(pb::ListActionsRequest::default()))
+            .await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    t.row(
+        "GetPowerState server_id \"\"",
+        c.get_power_state(admin(pb::GetPowerStateRequest::default()))
+            .await,
+        Code::InvalidArgument,
+        "server_id",
+    );
+    t.row(
+        "WatchPowerState server_ids [\"\"]",
+        c.watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec![String::new()],
+            after_seq: 0,
+        }))
+        .await,
+        Code::InvalidArgument,
+        "server_ids",
+    );
+
+    // Over-long ids (64 KiB): the message repeats at most 64 characters.
+    t.row(
+        "Reboot 64 KiB server_id",
+        c.reboot(admin(hard_reboot(&big))).await,
+        Code::InvalidArgument,
+        "server_id",
+    )
+    .never(&big[..65]);
+    t.row(
+        "GetServer 64 KiB id",
         c.get_server(admin(pb::GetServerRequest { id: big.clone() }))
             .await,
         Code::InvalidArgument,
         "id",
-    );
-    refused(
+    )
+    .never(&big[..65]);
+    t.row(
+        "RemoveServer 64 KiB id",
         c.remove_server(admin(pb::RemoveServerRequest { id: big.clone() }))
             .await,
         Code::InvalidArgument,
         "id",
-    );
-    refused(
+    )
+    .never(&big[..65]);
+    t.row(
+        "GetAction 64 KiB id",
         c.get_action(admin(pb::GetActionRequest { id: big.clone() }))
             .await,
         Code::InvalidArgument,
         "id",
-    );
-    refused(
+    )
+    .never(&big[..65]);
+    t.row(
+        "WatchAction 64 KiB id",
         c.watch_action(admin(pb::WatchActionRequest { id: big.clone() }))
             .await,
         Code::InvalidArgument,
         "id",
-    );
-    refused(
+    )
+    .never(&big[..65]);
+    t.row(
+        "ListActions 64 KiB server_id",
         c.list_actions(admin(pb::ListActionsRequest {
             server_id: big.clone(),
             ..Default::default()
@@ -846,8 +1019,10 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         .await,
         Code::InvalidArgument,
         "server_id",
-    );
-    refused(
+    )
+    .never(&big[..65]);
+    t.row(
+        "ListActions 64 KiB page_token",
         c.list_actions(admin(pb::ListActionsRequest {
             server_id: "node-01".into(),
             page_token: big.clone(),
@@ -856,8 +1031,21 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         .await,
         Code::InvalidArgument,
         "page_token",
-    );
-    refused(
+    )
+    .never(&big[..65]);
+    t.row(
+        "ListServers 64 KiB page_token",
+        c.list_servers(admin(pb::ListServersRequest {
+            page_size: 0,
+            page_token: big.clone(),
+        }))
+        .await,
+        Code::InvalidArgument,
+        "page_token",
+    )
+    .never(&big[..65]);
+    t.row(
+        "GetPowerState 64 KiB server_id",
         c.get_power_state(admin(pb::GetPowerStateRequest {
             server_id: big.clone(),
             refresh: false,
@@ -865,8 +1053,10 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         .await,
         Code::InvalidArgument,
         "server_id",
-    );
-    refused(
+    )
+    .never(&big[..65]);
+    t.row(
+        "WatchPowerState 64 KiB server_ids",
         c.watch_power_state(admin(pb::WatchPowerStateRequest {
             server_ids: vec!["node-01".into(), big.clone()],
             after_seq: 0,
@@ -874,8 +1064,10 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         .await,
         Code::InvalidArgument,
         "server_ids",
-    );
-    refused(
+    )
+    .never(&big[..65]);
+    t.row(
+        "Reboot 64 KiB request_id",
         c.reboot(admin(pb::RebootRequest {
             request_id: big.clone(),
             ..hard_reboot("node-01")
@@ -883,7 +1075,8 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         .await,
         Code::InvalidArgument,
         "request_id",
-    );
+    )
+    .never(&big[..65]);
     let enroll = |id: &str, project: &str| pb::EnrollServerRequest {
         id: id.into(),
         project_id: project.into(),
@@ -897,23 +1090,41 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         }),
         skip_verify: true,
     };
-    refused(
+    t.row(
+        "EnrollServer 64 KiB id",
         c.enroll_server(admin(enroll(&big, "p1"))).await,
         Code::InvalidArgument,
         "id",
-    );
-    refused(
+    )
+    .never(&big[..65]);
+    t.row(
+        "EnrollServer 64 KiB project_id",
         c.enroll_server(admin(enroll("n9", &big))).await,
+        Code::InvalidArgument,
+        "project_id",
+    )
+    .never(&big[..65]);
+    t.row(
+        "EnrollServer id \"\"",
+        c.enroll_server(admin(enroll("", "p1"))).await,
+        Code::InvalidArgument,
+        "id is required",
+    );
+    t.row(
+        "EnrollServer project_id \"\"",
+        c.enroll_server(admin(enroll("n9", ""))).await,
         Code::InvalidArgument,
         "project_id",
     );
     // One rule for every id: characters too, not only length.
-    refused(
+    t.row(
+        "Reboot server_id with a newline",
         c.reboot(admin(hard_reboot("node-01\n"))).await,
         Code::InvalidArgument,
         "server_id",
     );
-    refused(
+    t.row(
+        "Reboot request_id with a space",
         c.reboot(admin(pb::RebootRequest {
             request_id: "retry 1".into(),
             ..hard_reboot("node-01")
@@ -924,34 +1135,282 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
     );
     // The caller's identity follows the same rule.
     let long = "u".repeat(4000);
-    refused(
-        c.get_server(as_caller(
-            pb::GetServerRequest {
-                id: "node-01".into(),
-            },
-            &long,
-            "admin",
-            "ops",
-        ))
-        .await,
+    let get01 = || pb::GetServerRequest {
+        id: "node-01".into(),
+    };
+    t.row(
+        "4000-byte x-rackagent-caller",
+        c.get_server(as_caller(get01(), &long, "admin", "ops"))
+            .await,
         Code::Unauthenticated,
         "x-rackagent-caller",
-    );
-    refused(
-        c.get_server(as_caller(
-            pb::GetServerRequest {
-                id: "node-01".into(),
-            },
-            "u",
-            "admin",
-            &long,
-        ))
-        .await,
+    )
+    .never(&long[..65]);
+    t.row(
+        "4000-byte x-rackagent-project",
+        c.get_server(as_caller(get01(), "u", "admin", &long)).await,
         Code::Unauthenticated,
         "x-rackagent-project",
+    )
+    .never(&long[..65]);
+
+    // Not UTF-8 in a string field: prost refuses to decode the message.
+    let raw = |one: Option<&[u8]>, two: Option<&[u8]>, three: Option<&[u8]>| RawFields {
+        one: one.map(<[u8]>::to_vec),
+        two: two.map(<[u8]>::to_vec),
+        three: three.map(<[u8]>::to_vec),
+    };
+    t.row(
+        "GetServer id not UTF-8",
+        raw_call(&d, "GetServer", false, raw(Some(NOT_UTF8), None, None)).await,
+        Code::InvalidArgument,
+        "GetServerRequest.id",
+    );
+    t.row(
+        "Reboot server_id not UTF-8",
+        raw_call(&d, "Reboot", false, raw(Some(NOT_UTF8), None, None)).await,
+        Code::InvalidArgument,
+        "RebootRequest.server_id",
+    );
+    t.row(
+        "Reboot request_id not UTF-8",
+        raw_call(
+            &d,
+            "Reboot",
+            false,
+            raw(Some(b"node-01"), None, Some(NOT_UTF8)),
+        )
+        .await,
+        Code::InvalidArgument,
+        "RebootRequest.request_id",
+    );
+    t.row(
+        "EnrollServer project_id not UTF-8",
+        raw_call(
+            &d,
+            "EnrollServer",
+            false,
+            raw(Some(b"n9"), Some(NOT_UTF8), None),
+        )
+        .await,
+        Code::InvalidArgument,
+        "EnrollServerRequest.project_id",
+    );
+    t.row(
+        "Reinstall virtual_media_url not UTF-8",
+        raw_call(
+            &d,
+            "Reinstall",
+            false,
+            raw(Some(b"node-01"), None, Some(NOT_UTF8)),
+        )
+        .await,
+        Code::InvalidArgument,
+        // prost names the oneof that holds virtual_media_url.
+        "ReinstallRequest.boot_source",
+    );
+    t.row(
+        "WatchPowerState server_ids not UTF-8",
+        raw_call(&d, "WatchPowerState", true, raw(Some(NOT_UTF8), None, None)).await,
+        Code::InvalidArgument,
+        "WatchPowerStateRequest.server_ids",
+    );
+    t.row(
+        "WatchAction id not UTF-8",
+        raw_call(&d, "WatchAction", true, raw(Some(NOT_UTF8), None, None)).await,
+        Code::InvalidArgument,
+        "WatchActionRequest.id",
     );
 
-    // Virtual media URLs go through a URL parser.
+    // Enum values: UNSPECIFIED and values this build does not know.
+    for (what, ty) in [("UNSPECIFIED", 0), ("99", 99), ("-1", -1)] {
+        t.row(
+            format!("Reboot type {what}"),
+            c.reboot(admin(pb::RebootRequest {
+                r#type: ty,
+                ..hard_reboot("node-01")
+            }))
+            .await,
+            Code::InvalidArgument,
+            "type",
+        );
+    }
+    for (what, state) in [("UNSPECIFIED", 0), ("7", 7)] {
+        t.row(
+            format!("ResetState state {what}"),
+            c.reset_state(admin(pb::ResetStateRequest {
+                server_id: "node-01".into(),
+                state,
+                request_id: String::new(),
+            }))
+            .await,
+            Code::InvalidArgument,
+            "state",
+        );
+    }
+    for (what, protocol) in [("UNSPECIFIED", 0), ("9", 9)] {
+        let mut req = enroll("n9", "p1");
+        req.bmc.as_mut().unwrap().protocol = protocol;
+        t.row(
+            format!("EnrollServer bmc.protocol {what}"),
+            c.enroll_server(admin(req)).await,
+            Code::InvalidArgument,
+            "bmc.protocol",
+        );
+    }
+
+    // Unknown servers and actions: NOT_FOUND naming the id.
+    t.row(
+        "GetServer unknown",
+        c.get_server(admin(pb::GetServerRequest { id: "nope".into() }))
+            .await,
+        Code::NotFound,
+        "\"nope\"",
+    );
+    t.row(
+        "Reboot unknown",
+        c.reboot(admin(hard_reboot("nope"))).await,
+        Code::NotFound,
+        "\"nope\"",
+    );
+    t.row(
+        "GetPowerState unknown",
+        c.get_power_state(admin(pb::GetPowerStateRequest {
+            server_id: "nope".into(),
+            refresh: true,
+        }))
+        .await,
+        Code::NotFound,
+        "\"nope\"",
+    );
+    t.row(
+        "ListActions unknown",
+        c.list_actions(admin(pb::ListActionsRequest {
+            server_id: "nope".into(),
+            ..Default::default()
+        }))
+        .await,
+        Code::NotFound,
+        "\"nope\"",
+    );
+    t.row(
+        "WatchPowerState unknown",
+        c.watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec!["node-01".into(), "nope".into()],
+            after_seq: 0,
+        }))
+        .await,
+        Code::NotFound,
+        "\"nope\"",
+    );
+    t.row(
+        "RemoveServer unknown",
+        c.remove_server(admin(pb::RemoveServerRequest { id: "nope".into() }))
+            .await,
+        Code::NotFound,
+        "\"nope\"",
+    );
+    t.row(
+        "GetAction unknown",
+        c.get_action(admin(pb::GetActionRequest {
+            id: "no-such-action".into(),
+        }))
+        .await,
+        Code::NotFound,
+        "\"no-such-action\"",
+    );
+    t.row(
+        "WatchAction unknown",
+        c.watch_action(admin(pb::WatchActionRequest {
+            id: "no-such-action".into(),
+        }))
+        .await,
+        Code::NotFound,
+        "\"no-such-action\"",
+    );
+
+    // A removed server is gone for every call, as if never enrolled.
+    c.enroll_server(admin(enroll("gone-1", "tenant-a")))
+        .await
+        .expect("enrol gone-1");
+    c.lock(admin(pb::LockRequest {
+        server_id: "gone-1".into(),
+        request_id: String::new(),
+    }))
+    .await
+    .expect("lock gone-1");
+    c.remove_server(admin(pb::RemoveServerRequest {
+        id: "gone-1".into(),
+    }))
+    .await
+    .expect("remove gone-1");
+    t.row(
+        "GetServer removed",
+        c.get_server(admin(pb::GetServerRequest {
+            id: "gone-1".into(),
+        }))
+        .await,
+        Code::NotFound,
+        "\"gone-1\"",
+    );
+    t.row(
+        "Reboot removed",
+        c.reboot(admin(hard_reboot("gone-1"))).await,
+        Code::NotFound,
+        "\"gone-1\"",
+    );
+    t.row(
+        "Unlock removed",
+        c.unlock(admin(pb::UnlockRequest {
+            server_id: "gone-1".into(),
+            request_id: String::new(),
+        }))
+        .await,
+        Code::NotFound,
+        "\"gone-1\"",
+    );
+    t.row(
+        "GetPowerState removed",
+        c.get_power_state(admin(pb::GetPowerStateRequest {
+            server_id: "gone-1".into(),
+            refresh: true,
+        }))
+        .await,
+        Code::NotFound,
+        "\"gone-1\"",
+    );
+    t.row(
+        "ListActions removed",
+        c.list_actions(admin(pb::ListActionsRequest {
+            server_id: "gone-1".into(),
+            ..Default::default()
+        }))
+        .await,
+        Code::NotFound,
+        "\"gone-1\"",
+    );
+    t.row(
+        "WatchPowerState removed",
+        c.watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec!["gone-1".into()],
+            after_seq: 0,
+        }))
+        .await,
+        Code::NotFound,
+        "\"gone-1\"",
+    );
+    t.row(
+        "RemoveServer removed",
+        c.remove_server(admin(pb::RemoveServerRequest {
+            id: "gone-1".into(),
+        }))
+        .await,
+        Code::NotFound,
+        "\"gone-1\"",
+    );
+
+    // Virtual media URLs go through a URL parser; a URL is never repeated
+    // (it may hold a secret).
     let reinstall = |url: &str| pb::ReinstallRequest {
         server_id: "node-01".into(),
         boot_source: Some(pb::reinstall_request::BootSource::VirtualMediaUrl(
@@ -959,41 +1418,194 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         )),
         request_id: String::new(),
     };
+    let long_url = format!("https://images.example/{}.iso", "a".repeat(3000));
     for url in [
         "http://images.example/a b.iso",
         "http:///x.iso",
         "https://",
         "http://h/x\u{7}.iso",
+        "ftp://images.example/x.iso",
+        "images.example/x.iso",
+        "http://[::1/x.iso",
+        "http://admin:s3cret-pw@images.example/x.iso",
+        long_url.as_str(),
     ] {
-        refused(
+        let shown: String = url.chars().take(40).collect();
+        let row = t.row(
+            format!("Reinstall virtual_media_url {shown:?}"),
             c.reinstall(admin(reinstall(url))).await,
             Code::InvalidArgument,
             "virtual_media_url",
         );
+        row.never("s3cret-pw");
+        // (A URL as short as "https://" is part of the advice itself.)
+        if url.len() > 16 {
+            row.never(url);
+        }
     }
-    c.reinstall(admin(reinstall("HTTPS://Images.Example:8443/rhel9.iso")))
-        .await
-        .expect("an upper-case scheme is a valid URL");
+    t.row(
+        "Reinstall virtual_media_url \"\"",
+        c.reinstall(admin(reinstall(""))).await,
+        Code::InvalidArgument,
+        "virtual_media_url",
+    );
+    t.row(
+        "Reinstall pxe = false",
+        c.reinstall(admin(pb::ReinstallRequest {
+            server_id: "node-01".into(),
+            boot_source: Some(pb::reinstall_request::BootSource::Pxe(false)),
+            request_id: String::new(),
+        }))
+        .await,
+        Code::InvalidArgument,
+        "boot source",
+    );
 
     // Over the request size limit: RESOURCE_EXHAUSTED (OUT_OF_RANGE is for cursors).
     for size in [1_000_000, 2 << 20] {
-        let st = c
-            .reboot(admin(hard_reboot(&"x".repeat(size))))
-            .await
-            .unwrap_err();
-        assert_eq!(st.code(), Code::ResourceExhausted, "{size}: {st:?}");
-        assert!(
-            st.message().contains("too large") && st.message().contains("262144"),
-            "{}",
-            st.message()
-        );
+        t.row(
+            format!("Reboot with a {size}-byte server_id"),
+            c.reboot(admin(hard_reboot(&"x".repeat(size)))).await,
+            Code::ResourceExhausted,
+            "262144",
+        )
+        .never(&big[..65]);
     }
+    let mut req = enroll("n9", "p1");
+    req.bmc.as_mut().unwrap().options = (0..300)
+        .map(|i| (format!("k{i}"), "v".repeat(1024)))
+        .collect();
+    t.row(
+        "EnrollServer with 300 KiB of bmc.options",
+        c.enroll_server(admin(req)).await,
+        Code::ResourceExhausted,
+        "too large",
+    );
+    t.row(
+        "WatchPowerState with 320 KiB of server_ids",
+        c.watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: (0..5000).map(|i| format!("{i:064}")).collect(),
+            after_seq: 0,
+        }))
+        .await,
+        Code::ResourceExhausted,
+        "too large",
+    );
     // Just under it: decoded, then refused as an id.
-    refused(
+    t.row(
+        "Reboot with a 200 KiB server_id",
         c.reboot(admin(hard_reboot(&"x".repeat(200 * 1024)))).await,
         Code::InvalidArgument,
         "server_id",
+    )
+    .never(&big[..65]);
+    let mut req = enroll("n9", "p1");
+    req.bmc.as_mut().unwrap().options = (0..33).map(|i| (format!("k{i}"), "v".into())).collect();
+    t.row(
+        "EnrollServer with 33 bmc.options",
+        c.enroll_server(admin(req)).await,
+        Code::InvalidArgument,
+        "bmc.options",
     );
+
+    c.reinstall(admin(reinstall("HTTPS://Images.Example:8443/rhel9.iso")))
+        .await
+        .expect("an upper-case scheme is a valid URL");
+    t.check();
+}
+
+/// Identity metadata on a client certificate that may not assert it: only a
+/// `control-plane` certificate speaks for someone else (issue 11, case 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_metadata_is_refused_from_a_certificate_that_may_not_assert_it() {
+    use common::pki::{client, start_tls_daemon, Pki};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("rack-agent test CA");
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let d = start_tls_daemon(
+        dir.path(),
+        &pki,
+        &format!("{FAKE}{}", inventory("n", 1, "p1")),
+    );
+    let ca = pki.ca_pem();
+    let get = |md: &[(&'static str, &str)]| {
+        let mut r = tonic::Request::new(pb::GetServerRequest { id: "n-01".into() });
+        for (k, v) in md {
+            r.metadata_mut().insert(*k, v.parse().unwrap());
+        }
+        r
+    };
+    let long = "u".repeat(4000);
+    let mut t = Table::default();
+
+    let tenant = pki.issue("alice", Some("p1"), Some("member"), false);
+    let admin_cert = pki.issue("ops-1", Some("ops"), Some("admin"), false);
+    let cp = pki.issue("cp-1", None, Some("control-plane"), false);
+    let mut tc = client(&d, &ca, Some(&tenant)).await.unwrap();
+    let mut ac = client(&d, &ca, Some(&admin_cert)).await.unwrap();
+    let mut cc = client(&d, &ca, Some(&cp)).await.unwrap();
+    tc.get_server(get(&[])).await.expect("the owner reads n-01");
+
+    for (who, c) in [("tenant", &mut tc), ("admin", &mut ac)] {
+        t.row(
+            format!("{who} certificate + x-rackagent-caller"),
+            c.get_server(get(&[("x-rackagent-caller", "ops")])).await,
+            Code::PermissionDenied,
+            "x-rackagent-caller",
+        );
+        t.row(
+            format!("{who} certificate + x-rackagent-roles only"),
+            c.get_server(get(&[("x-rackagent-roles", "admin")])).await,
+            Code::PermissionDenied,
+            "x-rackagent-roles",
+        );
+        t.row(
+            format!("{who} certificate + x-rackagent-project only"),
+            c.get_server(get(&[("x-rackagent-project", "p2")])).await,
+            Code::PermissionDenied,
+            "x-rackagent-project",
+        );
+        t.row(
+            format!("{who} certificate + a 4000-byte x-rackagent-caller"),
+            c.get_server(get(&[("x-rackagent-caller", &long)])).await,
+            Code::PermissionDenied,
+            "x-rackagent-caller",
+        )
+        .never(&long[..65]);
+    }
+    // The control plane may assert, but only a well-formed caller.
+    t.row(
+        "control-plane certificate + a 4000-byte x-rackagent-caller",
+        cc.get_server(get(&[("x-rackagent-caller", &long)])).await,
+        Code::Unauthenticated,
+        "x-rackagent-caller",
+    )
+    .never(&long[..65]);
+    t.row(
+        "control-plane certificate + x-rackagent-roles without a caller",
+        cc.get_server(get(&[("x-rackagent-roles", "admin")])).await,
+        Code::Unauthenticated,
+        "x-rackagent-caller",
+    );
+    // The certificate's own names follow the id rule.
+    let bad_cn = pki.issue("alice smith", Some("p1"), Some("member"), false);
+    let mut bc = client(&d, &ca, Some(&bad_cn)).await.unwrap();
+    t.row(
+        "certificate CN with a space",
+        bc.get_server(get(&[])).await,
+        Code::Unauthenticated,
+        "CN",
+    );
+    let long_o = pki.issue("bob", Some(&"o".repeat(100)), Some("member"), false);
+    let mut lc = client(&d, &ca, Some(&long_o)).await.unwrap();
+    t.row(
+        "certificate O of 100 bytes",
+        lc.get_server(get(&[])).await,
+        Code::Unauthenticated,
+        "certificate O",
+    )
+    .never(&"o".repeat(65));
+    t.check();
 }
 
 /// Defect 11: the fake BMC journal had no default location, and a journal

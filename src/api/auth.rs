@@ -92,18 +92,39 @@ pub fn from_certificate(der: &[u8]) -> Result<Caller, EngineError> {
     })
 }
 
-/// Applies identity metadata: honoured only from the control plane.
+/// Whether the metadata sets `key` (to anything but blanks, which count as
+/// unset, as in `from_metadata`).
+fn asserts(md: &MetadataMap, key: &str) -> bool {
+    md.get(key)
+        .is_some_and(|v| !v.to_str().is_ok_and(|s| s.trim().is_empty()))
+}
+
+/// Applies identity metadata: honoured only from the control plane. Any
+/// other certificate that sets one of the three keys is refused with
+/// PERMISSION_DENIED naming the key, before its value is looked at: the
+/// certificate is known, it just may not assert an identity.
 fn on_behalf(md: &MetadataMap, cert_caller: Caller) -> Result<Caller, EngineError> {
-    let Some(asserted) = from_metadata(md)? else {
+    let op = [
+        (CALLER, "name another caller in x-rackagent-caller metadata"),
+        (ROLES, "assert roles in x-rackagent-roles metadata"),
+        (PROJECT, "assert a project in x-rackagent-project metadata"),
+    ]
+    .into_iter()
+    .find(|(key, _)| asserts(md, key))
+    .map(|(_, op)| op);
+    let Some(op) = op else {
         return Ok(cert_caller);
     };
     if !cert_caller.roles.iter().any(|r| r == CONTROL_PLANE) {
         return Err(EngineError::PermissionDenied(Denied {
             caller: cert_caller.id,
-            op: "act on behalf of another caller",
+            op,
             rule: "control-plane certificate",
         }));
     }
+    let Some(asserted) = from_metadata(md)? else {
+        return Ok(cert_caller);
+    };
     Ok(Caller {
         id: format!("{} (via {})", asserted.id, cert_caller.id),
         ..asserted
@@ -231,5 +252,33 @@ mod tests {
             on_behalf(&md, tenant),
             Err(EngineError::PermissionDenied(_))
         ));
+    }
+
+    /// Any identity key from a certificate that may not assert one is
+    /// PERMISSION_DENIED naming the key, whatever its value; blanks are unset.
+    #[test]
+    fn a_tenant_certificate_asserting_any_identity_key_is_refused_naming_it() {
+        let long = "u".repeat(5000);
+        for (key, value) in [
+            (CALLER, "ops"),
+            (CALLER, long.as_str()),
+            (ROLES, "admin"),
+            (PROJECT, "p2"),
+        ] {
+            let mut md = MetadataMap::new();
+            md.insert(key, value.parse().unwrap());
+            let tenant = from_certificate(&cert("mallory", Some("p1"), &["admin"])).unwrap();
+            let err = on_behalf(&md, tenant).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, EngineError::PermissionDenied(_)),
+                "{key}: {err:?}"
+            );
+            assert!(msg.contains(key) && msg.len() < 200, "{msg}");
+        }
+        let mut md = MetadataMap::new();
+        md.insert(CALLER, "  ".parse().unwrap());
+        let tenant = from_certificate(&cert("mallory", Some("p1"), &[])).unwrap();
+        assert_eq!(on_behalf(&md, tenant).unwrap().id, "mallory");
     }
 }

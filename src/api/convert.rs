@@ -223,7 +223,12 @@ pub fn enroll(req: pb::EnrollServerRequest) -> Result<EnrollRequest, EngineError
                 "bmc.protocol must be IPMI or REDFISH, not UNSPECIFIED",
             ))
         }
-        Err(_) => return Err(invalid(format!("bmc.protocol {} is unknown", bmc.protocol))),
+        Err(_) => {
+            return Err(invalid(format!(
+                "bmc.protocol {} is unknown; it must be IPMI or REDFISH",
+                bmc.protocol
+            )))
+        }
     };
     let port = match bmc.port {
         0 => protocol.default_port(),
@@ -265,7 +270,9 @@ pub fn reboot(t: i32) -> Result<ActionRequest, EngineError> {
         Ok(pb::RebootType::Unspecified) => {
             Err(invalid("reboot type must be SOFT or HARD, not UNSPECIFIED"))
         }
-        Err(_) => Err(invalid(format!("reboot type {t} is unknown"))),
+        Err(_) => Err(invalid(format!(
+            "reboot type {t} is unknown; it must be SOFT or HARD"
+        ))),
     }
 }
 
@@ -290,9 +297,11 @@ pub fn reset_state(s: i32) -> Result<ActionRequest, EngineError> {
         Ok(pb::ResetStateTarget::Active) => Ok(ActionRequest::ResetState(VmState::Active)),
         Ok(pb::ResetStateTarget::Error) => Ok(ActionRequest::ResetState(VmState::Error)),
         Ok(pb::ResetStateTarget::Unspecified) => Err(invalid(
-            "reset-state target must be ACTIVE or ERROR, not UNSPECIFIED",
+            "state (the reset-state target) must be ACTIVE or ERROR, not UNSPECIFIED",
         )),
-        Err(_) => Err(invalid(format!("reset-state target {s} is unknown"))),
+        Err(_) => Err(invalid(format!(
+            "state {s} is unknown; the reset-state target must be ACTIVE or ERROR"
+        ))),
     }
 }
 

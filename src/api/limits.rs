@@ -2,7 +2,9 @@
 //! its decoding limit before any handler runs, with OUT_OF_RANGE; the gRPC
 //! convention for "too large" is RESOURCE_EXHAUSTED, and here OUT_OF_RANGE
 //! means a watch cursor. `Limited` sets the limit and rewrites that answer
-//! (through `status::oversize_request`).
+//! (through `status::oversize_request`), and tonic's INTERNAL for a request
+//! that does not decode (a string field that is not UTF-8) into
+//! INVALID_ARGUMENT (`status::undecodable_request`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,7 +19,8 @@ use super::status;
 /// for any honest one and bounds what a peer can make the agent allocate.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
-/// A gRPC service whose answers to over-size requests are RESOURCE_EXHAUSTED.
+/// A gRPC service whose answers to over-size requests are RESOURCE_EXHAUSTED,
+/// and to undecodable ones INVALID_ARGUMENT.
 #[derive(Debug, Clone)]
 pub struct Limited<S>(S);
 
@@ -56,6 +59,7 @@ where
             // A refusal before any message is "trailers-only": the status
             // is in the headers.
             status::oversize_request(resp.headers_mut());
+            status::undecodable_request(resp.headers_mut());
             Ok(resp)
         })
     }

@@ -1,6 +1,7 @@
 //! The one place errors become gRPC statuses (`DESIGN.md`, error mapping):
 //! the engine's (`EngineError`), the API layer's own stream endings and
-//! cursor refusals (`ApiError`), and tonic's refusal of an over-size request.
+//! cursor refusals (`ApiError`), and tonic's refusals of an over-size or
+//! undecodable request.
 
 use std::error::Error as _;
 
@@ -171,6 +172,32 @@ pub fn oversize_request(headers: &mut tonic::codegen::http::HeaderMap) {
     ));
     headers.remove("grpc-message");
     let _ = exhausted.add_header(headers);
+}
+
+/// tonic answers a request message that does not decode (a string field
+/// that is not UTF-8, a truncated or malformed message) with INTERNAL, the
+/// gRPC library's code for a parse error. Here INTERNAL means a bug in the
+/// agent (`DESIGN.md`, error mapping): bytes that are not a valid request are
+/// the client's error, INVALID_ARGUMENT, with prost's description, which
+/// names the message and field (`GetServerRequest.id: invalid string value:
+/// data is not UTF-8 encoded`) and never repeats the bytes. Other answers are
+/// left as they are.
+pub fn undecodable_request(headers: &mut tonic::codegen::http::HeaderMap) {
+    let Some(st) = Status::from_header_map(headers) else {
+        return;
+    };
+    if st.code() != Code::Internal {
+        return;
+    }
+    let Some(detail) = st
+        .message()
+        .strip_prefix("failed to decode Protobuf message: ")
+    else {
+        return;
+    };
+    let invalid = Status::invalid_argument(format!("request message cannot be decoded: {detail}"));
+    headers.remove("grpc-message");
+    let _ = invalid.add_header(headers);
 }
 
 impl From<EngineError> for Status {
@@ -372,6 +399,37 @@ mod tests {
         );
         let mut h = tonic::codegen::http::HeaderMap::new();
         oversize_request(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn an_undecodable_request_is_invalid_argument_naming_the_field() {
+        let mut h = tonic::codegen::http::HeaderMap::new();
+        Status::internal(
+            "failed to decode Protobuf message: GetServerRequest.id: invalid string value: data is not UTF-8 encoded",
+        )
+        .add_header(&mut h)
+        .unwrap();
+        undecodable_request(&mut h);
+        let s = Status::from_header_map(&h).unwrap();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "request message cannot be decoded: GetServerRequest.id: invalid string value: data is not UTF-8 encoded"
+        );
+        // The agent's own INTERNAL answers, and other codes, are left alone.
+        for st in [
+            Status::internal("store: disk I/O error"),
+            Status::out_of_range("failed to decode Protobuf message: x"),
+        ] {
+            let mut h = tonic::codegen::http::HeaderMap::new();
+            st.add_header(&mut h).unwrap();
+            undecodable_request(&mut h);
+            let back = Status::from_header_map(&h).unwrap();
+            assert_eq!((back.code(), back.message()), (st.code(), st.message()));
+        }
+        let mut h = tonic::codegen::http::HeaderMap::new();
+        undecodable_request(&mut h);
         assert!(h.is_empty());
     }
 

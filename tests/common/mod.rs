@@ -2,6 +2,8 @@
 //! talks to it with tonic and with the real `rackctl` binary.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
