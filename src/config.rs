@@ -66,6 +66,13 @@ pub struct Config {
     pub fake_bmc: Option<FakeSettings>,
 }
 
+/// The longest any duration setting may be. A day is far beyond any timeout
+/// or poll interval that makes sense, and keeps what the daemon computes
+/// from them (deadlines from now, the watchdog interval) clear of overflow:
+/// `sync.interval = "18446744073709551615s"` passed `check-config`, then
+/// panicked the daemon at start ("overflow when adding durations").
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50051))
 }
@@ -243,6 +250,23 @@ impl Config {
                 return Err(format!("{name} must be greater than zero"));
             }
         }
+        for (name, d) in [
+            ("timeouts.bmc_command", t.bmc_command),
+            ("timeouts.soft_reboot", t.soft_reboot),
+            ("timeouts.graceful_stop", t.graceful_stop),
+            ("timeouts.power_confirm", t.power_confirm),
+            ("timeouts.confirm_poll", t.confirm_poll),
+            ("timeouts.shutdown_grace", t.shutdown_grace),
+            ("sync.interval", self.sync.interval),
+            ("sync.jitter", self.sync.jitter),
+        ] {
+            if d > MAX_DURATION {
+                return Err(format!(
+                    "{name} is {}; at most 1 day",
+                    humantime::format_duration(d)
+                ));
+            }
+        }
         match (&self.api.tls, self.api.insecure_plaintext) {
             (Some(_), true) => {
                 return Err(
@@ -382,6 +406,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sync.interval"), "{err}");
+    }
+
+    /// Found by the config fuzz target (fuzz/regressions/config): durations
+    /// the daemon adds to the clock or to each other overflowed there.
+    #[test]
+    fn a_duration_too_long_for_the_daemon_is_refused() {
+        for (table, key) in [
+            ("sync", "interval"),
+            ("sync", "jitter"),
+            ("timeouts", "shutdown_grace"),
+            ("timeouts", "soft_reboot"),
+        ] {
+            let err = parse(&format!("[{table}]\n{key} = \"18446744073709551615s\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("{table}.{key}")) && err.contains("at most 1 day"),
+                "{err}"
+            );
+        }
+        let c = parse("[sync]\ninterval = \"24h\"\njitter = \"1day\"\n").unwrap();
+        assert_eq!(c.sync.interval, MAX_DURATION);
     }
 
     #[test]
