@@ -24,15 +24,24 @@ cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --features kill-points -- -D warnings
-# The workspace's other member: the many-BMC simulator (bmc-sim/).
+# The workspace's other members: the many-BMC simulator (bmc-sim/) and the
+# fuzz targets (fuzz/, with their libFuzzer entry points).
 cargo clippy -p bmc-sim --all-targets -- -D warnings
+cargo clippy -p rack-agent-fuzz --all-targets --features libfuzzer -- -D warnings
 
 echo "==> systemd unit (verify, security)"
 bash scripts/check-unit.sh
 echo "==> .deb package"
 bash scripts/package.sh
 
-# Every test of the workspace (the agent and bmc-sim) in one run, so the
+# A short coverage-guided run of every fuzz target (libFuzzer, stable
+# toolchain; about a minute once its build is cached): a crash fails the run.
+# The long run is by hand (README, "Fuzzing"). Seeds and regression inputs
+# also run as plain tests below (fuzz/tests/replay.rs).
+echo "==> fuzz (short run)"
+bash scripts/fuzz.sh ci
+
+# Every test of the workspace (the agent, bmc-sim, fuzz) in one run, so the
 # runner's summary line is the last thing printed. The crash tests
 # (tests/crash_points.rs, tests/hil_ipmi_crash.rs) need the agent's kill-point
 # hook, which only a build with this feature has; without it they fail and
