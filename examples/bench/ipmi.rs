@@ -73,8 +73,9 @@ pub fn free_udp_range(count: usize) -> Result<u16, String> {
 
 /// Starts `n` BMCs with hil-tests/ipmi/start.sh (`power`: none | stub).
 pub fn start_bmcs(ctx: &Ctx, dir: &Path, n: usize, base: u16, power: &str) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
     ctx.reaper.ipmi_dir(dir);
-    let out = Command::new("bash")
+    let child = Command::new("bash")
         .arg(ctx.repo.join("hil-tests/ipmi/start.sh"))
         .arg(dir)
         .arg(n.to_string())
@@ -82,8 +83,17 @@ pub fn start_bmcs(ctx: &Ctx, dir: &Path, n: usize, base: u16, power: &str) -> Re
         .env("BMC_POWER", power)
         .env("BMC_USER", BMC_USER)
         .env("BMC_PASSWORD", BMC_PASSWORD)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // Its own group: a cleanup stops it before it starts more BMCs.
+        .process_group(0)
+        .spawn()
         .map_err(|e| format!("cannot run start.sh: {e}"))?;
+    ctx.reaper.process(child.id(), "start.sh");
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("start.sh: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "start.sh failed: {}{}",

@@ -184,6 +184,9 @@ impl Sizes {
     }
 }
 
+/// Set by Ctrl-C/SIGTERM: what fails after it is the interruption, not a contender.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub struct Ctx {
     pub sizes: Sizes,
     pub agent: PathBuf,
@@ -197,6 +200,9 @@ pub struct Ctx {
 impl Ctx {
     /// A contender failed to run: the run will exit non-zero.
     pub fn fail(&self, what: String) {
+        if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -254,6 +260,7 @@ async fn run(args: RunArgs) -> i32 {
         sizes.rounds = r.max(1);
         sizes.api_rounds = r.max(1);
     }
+    progress(&format!("run directory {}", args.run_dir.display()));
     let reaper = Arc::new(Reaper::new(&args.run_dir, &args.repo));
     let ctx = Arc::new(Ctx {
         sizes,
@@ -276,6 +283,7 @@ async fn run(args: RunArgs) -> i32 {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
             progress("interrupted: stopping everything this run started");
             tokio::task::block_in_place(|| reaper.cleanup());
             std::process::exit(130);
@@ -345,6 +353,10 @@ async fn run(args: RunArgs) -> i32 {
         report.missing.extend(m);
     }
 
+    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        // The signal handler stops everything and exits.
+        std::future::pending::<()>().await;
+    }
     progress("stopping everything this run started");
     tokio::task::block_in_place(|| reaper.cleanup());
     report.failures = ctx

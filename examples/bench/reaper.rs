@@ -48,15 +48,17 @@ impl Reaper {
         self.append(&format!("ipmi {}", dir.display()));
     }
 
-    /// Stops everything recorded, newest first. Safe to call more than once.
+    /// Stops everything recorded: first every process group (newest first;
+    /// among them the start.sh that may still be starting BMCs), then the
+    /// BMCs of every directory. Safe to call more than once.
     pub fn cleanup(&self) {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let text = std::fs::read_to_string(&self.file).unwrap_or_default();
         let mut groups = Vec::new();
+        let mut dirs = Vec::new();
         for line in text.lines().rev() {
-            let mut parts = line.splitn(3, ' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("proc"), Some(pid), Some(name)) => {
+            if let Some(rest) = line.strip_prefix("proc ") {
+                if let Some((pid, name)) = rest.split_once(' ') {
                     if let Ok(pid) = pid.parse::<u32>() {
                         if is_ours(pid, name) {
                             signal_group(pid, "TERM");
@@ -64,19 +66,8 @@ impl Reaper {
                         }
                     }
                 }
-                (Some("ipmi"), Some(dir), rest) => {
-                    let dir = match rest {
-                        Some(r) => format!("{dir} {r}"),
-                        None => dir.to_string(),
-                    };
-                    if Path::new(&dir).exists() {
-                        let _ = std::process::Command::new("bash")
-                            .arg(&self.stop_sh)
-                            .arg(&dir)
-                            .status();
-                    }
-                }
-                _ => {}
+            } else if let Some(dir) = line.strip_prefix("ipmi ") {
+                dirs.push(dir.to_string());
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -86,6 +77,14 @@ impl Reaper {
             }
             if is_ours(pid, &name) {
                 signal_group(pid, "KILL");
+            }
+        }
+        for dir in dirs {
+            if Path::new(&dir).exists() {
+                let _ = std::process::Command::new("bash")
+                    .arg(&self.stop_sh)
+                    .arg(&dir)
+                    .status();
             }
         }
     }
