@@ -12,6 +12,7 @@
 #   --smoke    tiny sizes, < 1 minute after the build: every contender must
 #              run (exit 1 if one fails; a missed target never fails the run)
 #   --json     the report as JSON on stdout (progress goes to stderr)
+#   --json-file FILE   the JSON report written to FILE as well as the table
 #
 # BENCH_KEEP=1 keeps the run directory (logs, databases) for a look after.
 set -euo pipefail

@@ -647,14 +647,12 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
     let rounds = z.api_rounds;
     let k = z.api_clients.len();
     let mut bursts: Vec<Series> = (0..k).map(|_| Series::default()).collect();
-    let mut sustained: Vec<Series> = (0..k).map(|_| Series::default()).collect();
     let mut floor_h: Vec<Series> = (0..k).map(|_| Series::default()).collect();
     let mut floor_p: Vec<Series> = (0..k).map(|_| Series::default()).collect();
     let mut open_t = OpenSeries::default();
     let mut open_s = OpenSeries::default();
     let moderate = z.moderate_rate;
     let mut fan = Series::default();
-    let mut refusal: Option<String> = None;
     let drain = Duration::from_secs(300);
     let setup: Result<Daemon, String> =
         daemon::write_config(&dir, tables, &servers_toml).and_then(|_| {
@@ -665,7 +663,6 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
             ctx.fail(format!("api: setup: {e}"));
             for s in bursts
                 .iter_mut()
-                .chain(sustained.iter_mut())
                 .chain(floor_h.iter_mut())
                 .chain(floor_p.iter_mut())
             {
@@ -679,41 +676,26 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
             // The sync loop's first pass over every server runs at start.
             tokio::time::sleep(Duration::from_millis(500)).await;
             for r in 0..rounds {
-                crate::progress(&format!(
-                    "API: round {}/{rounds}: accept bursts and sustained loops",
-                    r + 1
-                ));
+                crate::progress(&format!("API: round {}/{rounds}: accept bursts", r + 1));
                 for j in 0..k {
                     let i = (j + r) % k;
                     let c = z.api_clients[i];
+                    let t0 = Instant::now();
                     let f = burst(&d, &ids, c).await;
                     let f = match (f, d.drain(drain).await) {
                         (Ok(f), Ok(())) => Ok(f),
                         (Err(e), _) | (_, Err(e)) => Err(e),
                     };
+                    // Accepted and run to their end, every one.
+                    let finished = n as f64 / t0.elapsed().as_secs_f64();
                     bursts[i].push(
                         ctx,
                         &format!("api burst {c} clients"),
-                        f.map(|f| accept_cols(&f)),
-                    );
-                }
-                for j in 0..k {
-                    let i = (j + r) % k;
-                    let c = z.api_clients[i];
-                    let f = closed_loop(&d, &servers, Op::Reboot, c, z.api_secs).await;
-                    let f = match (f, d.drain(drain).await) {
-                        (Ok(f), Ok(())) => Ok(f),
-                        (Err(e), _) | (_, Err(e)) => Err(e),
-                    };
-                    if let Ok(f) = &f {
-                        if refusal.is_none() {
-                            refusal = f.first_refusal.clone();
-                        }
-                    }
-                    sustained[i].push(
-                        ctx,
-                        &format!("api sustained {c} clients"),
-                        f.map(|f| accept_cols(&f)),
+                        f.map(|f| {
+                            let mut v = accept_cols(&f);
+                            v.push(finished);
+                            v
+                        }),
                     );
                 }
                 crate::progress(&format!("API: round {}/{rounds}: read floor", r + 1));
@@ -788,12 +770,14 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
         ("daemon CPU", "% of a core"),
         ("bench CPU", "% of a core"),
     ];
+    let mut burst_cols = cols.to_vec();
+    burst_cols.push(("finished", "/s"));
     let mut g0 = Group::new(
         "api.accept",
         format!("API accept throughput: one Reboot(HARD) per idle server ({n} actions), closed loop"),
-        &cols,
+        &burst_cols,
     )
-    .note("each client sends its next Reboot as soon as the previous one was answered, to the next server not yet used, until all have one; then the bench waits for every action to finish (untimed) before the next run")
+    .note("each client sends its next Reboot as soon as the previous one was answered, to the next server not yet used, until all have one (accepted/s, latencies, CPU: this phase); finished/s = the actions over the time until every one had also ended (the bench polls the in-flight gauge at /metrics every 50 ms)")
     .note(daemon_note.clone());
     for (i, c) in z.api_clients.iter().enumerate() {
         let mut row = bursts[i].row(format!("{c} client(s)"));
@@ -806,21 +790,6 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
     }
     g0.finish();
 
-    let mut g1 = Group::new(
-        "api.sustained",
-        format!("API sustained: Reboot(HARD) round-robin over {n} servers for {} s, closed loop, actions running meanwhile", z.api_secs),
-        &cols,
-    )
-    .note("accepted/s here is bounded by how fast actions finish: a server whose previous action still runs refuses (FAILED_PRECONDITION, counted as refused; refusals are answered too, so a client moves on at once)")
-    .note(daemon_note.clone());
-    if let Some(r) = &refusal {
-        g1 = g1.note(format!("a refusal said: {r}"));
-    }
-    for (i, c) in z.api_clients.iter().enumerate() {
-        g1.rows.push(sustained[i].row(format!("{c} client(s)")));
-    }
-    g1.finish();
-
     let g2 = open_t.group(
         "api.open",
         format!(
@@ -829,7 +798,11 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
         ),
         z.target_rate,
         Some(5000.0_f64.min(z.target_rate)),
-    );
+    )
+    .note(format!(
+        "the {n} servers are picked round-robin: a server whose previous action still runs refuses (FAILED_PRECONDITION, counted as refused); when actions take longer than the run, at most {n} are accepted per run, so accepted/s ≤ {n} / {} s",
+        z.open_secs
+    ));
     let g = open_s.group(
         "api.open.moderate",
         format!(
@@ -839,7 +812,7 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
         moderate,
         None,
     );
-    let mut groups = vec![g0, g1, g2, g.note("a fixed tenth of the target rate, the same in every run so that runs compare: how reads fare under a load a daemon can keep up with")];
+    let mut groups = vec![g0, g2, g.note("a fixed tenth of the target rate, the same in every run so that runs compare: how reads fare under a load a daemon can keep up with")];
 
     let mut g3 = Group::new(
         "api.floor",

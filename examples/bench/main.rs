@@ -81,6 +81,9 @@ struct RunArgs {
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json_file: Option<PathBuf>,
     /// Rounds (default: 2 smoke, 5 otherwise).
     #[arg(long)]
     rounds: Option<usize>,
@@ -110,7 +113,6 @@ pub struct Sizes {
     pub api_servers: usize,
     pub api_clients: Vec<usize>,
     pub api_rounds: usize,
-    pub api_secs: f64,
     pub floor_secs: f64,
     pub target_rate: f64,
     pub moderate_rate: f64,
@@ -134,7 +136,6 @@ impl Sizes {
             api_servers: 64,
             api_clients: vec![1, 4],
             api_rounds: 1,
-            api_secs: 0.5,
             floor_secs: 0.3,
             target_rate: 200.0,
             moderate_rate: 50.0,
@@ -158,7 +159,6 @@ impl Sizes {
             api_servers: 2048,
             api_clients: vec![1, 16, 64],
             api_rounds: 3,
-            api_secs: 2.0,
             floor_secs: 2.0,
             target_rate: 5000.0,
             moderate_rate: 500.0,
@@ -364,11 +364,14 @@ async fn run(args: RunArgs) -> i32 {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let json = serde_json::to_string_pretty(&report).expect("report serializes");
+    if let Some(f) = &args.json_file {
+        if let Err(e) = std::fs::write(f, &json) {
+            progress(&format!("cannot write {}: {e}", f.display()));
+        }
+    }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serializes")
-        );
+        println!("{json}");
     } else {
         report.print_table();
     }

@@ -61,7 +61,7 @@ pub fn run_parallel(
 pub fn first_failure(outs: &[Output]) -> Option<String> {
     outs.iter().find(|o| !o.status.success()).map(|o| {
         format!(
-            "exit {}: {}{}",
+            "{}: {} {}",
             o.status,
             String::from_utf8_lossy(&o.stdout).trim(),
             String::from_utf8_lossy(&o.stderr).trim()
