@@ -90,7 +90,7 @@ pub fn start_bmcs(ctx: &Ctx, dir: &Path, n: usize, base: u16, power: &str) -> Re
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run start.sh: {e}"))?;
-    ctx.reaper.process(child.id(), "start.sh");
+    ctx.reaper.process(child.id(), &dir.display().to_string());
     let out = child
         .wait_with_output()
         .map_err(|e| format!("start.sh: {e}"))?;

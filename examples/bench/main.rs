@@ -56,6 +56,9 @@ enum Cmd {
     RedfishServer {
         #[arg(long)]
         count: usize,
+        /// The run it belongs to (so that its command line names the run).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
     },
     /// Stop everything a run recorded in RUN_DIR/started.
     Cleanup { run_dir: PathBuf },
@@ -398,7 +401,7 @@ fn stop_ipmi(ctx: &Ctx, n: usize) {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::RedfishServer { count } => match redfish::serve(count) {
+        Cmd::RedfishServer { count, .. } => match redfish::serve(count) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("redfish-server: {e}");

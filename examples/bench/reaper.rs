@@ -3,8 +3,9 @@
 //! Ctrl-C/SIGTERM, and — when the bench itself was killed — by the wrapper's
 //! trap (`bench cleanup RUN_DIR`), which reads the same file.
 //!
-//! Lines: `proc PID NAME` (a process group the bench started; NAME is matched
-//! against /proc/PID/cmdline so a recycled PID is never signalled) and
+//! Lines: `proc PID NAME` (a process group the bench started; NAME, a path
+//! inside this run's directory, is matched against /proc/PID/cmdline so a
+//! recycled PID is never signalled) and
 //! `ipmi DIR` (ipmi_sim BMCs started by hil-tests/ipmi/start.sh, stopped by
 //! its stop.sh).
 

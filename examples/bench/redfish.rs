@@ -139,14 +139,16 @@ async fn plain_sweep(client: &reqwest::Client, ports: &[u16]) -> Result<Duration
 fn start_server(ctx: &Ctx, n: usize) -> Result<(std::process::Child, Vec<u16>), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
-        .args(["redfish-server", "--count", &n.to_string()])
+        .args(["redfish-server", "--count", &n.to_string(), "--run-dir"])
+        .arg(&ctx.run_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start the Redfish server: {e}"))?;
-    ctx.reaper.process(child.id(), "redfish-server");
+    ctx.reaper
+        .process(child.id(), &ctx.run_dir.display().to_string());
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped"))
         .read_line(&mut line)
