@@ -24,17 +24,22 @@ cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --features kill-points -- -D warnings
+# The workspace's other member: the many-BMC simulator (bmc-sim/).
+cargo clippy -p bmc-sim --all-targets -- -D warnings
 
 echo "==> systemd unit (verify, security)"
 bash scripts/check-unit.sh
 echo "==> .deb package"
 bash scripts/package.sh
 
-# The crash tests (tests/crash_points.rs) need the kill-point hook, which only
-# a build with this feature has; without it they fail and say so.
+# Every test of the workspace (the agent and bmc-sim) in one run, so the
+# runner's summary line is the last thing printed. The crash tests
+# (tests/crash_points.rs, tests/hil_ipmi_crash.rs) need the agent's kill-point
+# hook, which only a build with this feature has; without it they fail and
+# say so.
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --features kill-points --no-fail-fast --failure-output final
+  cargo nextest run --workspace --features rack-agent/kill-points --no-fail-fast --failure-output final
 else
-  cargo test --features kill-points --no-fail-fast
+  cargo test --workspace --features rack-agent/kill-points --no-fail-fast
 fi

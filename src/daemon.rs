@@ -272,7 +272,7 @@ async fn keep_alive(engine: Arc<Engine>, config: Config, mut stop: watch::Receiv
             last_status = status;
         }
         if watchdog.is_some() {
-            match engine.heartbeat(limit) {
+            match engine.heartbeat(limit).await {
                 Ok(()) => notify(&[sd_notify::NotifyState::Watchdog]),
                 Err(why) => warn!(reason = %why, "withholding the watchdog ping"),
             }

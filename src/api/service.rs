@@ -45,7 +45,7 @@ impl Service {
         Ok((self.auth.caller(req)?, engine))
     }
 
-    fn submit(
+    async fn submit(
         &self,
         caller: &Caller,
         server_id: &str,
@@ -55,7 +55,8 @@ impl Service {
         checked_id("server_id", server_id)?;
         let a = self
             .engine()?
-            .submit(caller, server_id, req, convert::request_id(request_id))?;
+            .submit(caller, server_id, req, convert::request_id(request_id))
+            .await?;
         Ok(Response::new(convert::action(&a)))
     }
 }
@@ -126,12 +127,14 @@ impl RackAgent for Service {
             convert::reboot(r.r#type)?,
             &r.request_id,
         )
+        .await
     }
 
     async fn start(&self, req: Request<pb::StartRequest>) -> Result<Response<pb::Action>, Status> {
         let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(&caller, &r.server_id, ActionRequest::Start, &r.request_id)
+            .await
     }
 
     async fn stop(&self, req: Request<pb::StopRequest>) -> Result<Response<pb::Action>, Status> {
@@ -143,6 +146,7 @@ impl RackAgent for Service {
             ActionRequest::Stop { force: r.force },
             &r.request_id,
         )
+        .await
     }
 
     async fn reinstall(
@@ -157,6 +161,7 @@ impl RackAgent for Service {
             convert::reinstall(r.boot_source)?,
             &r.request_id,
         )
+        .await
     }
 
     async fn reset_state(
@@ -171,12 +176,14 @@ impl RackAgent for Service {
             convert::reset_state(r.state)?,
             &r.request_id,
         )
+        .await
     }
 
     async fn lock(&self, req: Request<pb::LockRequest>) -> Result<Response<pb::Action>, Status> {
         let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(&caller, &r.server_id, ActionRequest::Lock, &r.request_id)
+            .await
     }
 
     async fn unlock(
@@ -186,6 +193,7 @@ impl RackAgent for Service {
         let (caller, _) = self.begin(&req)?;
         let r = req.into_inner();
         self.submit(&caller, &r.server_id, ActionRequest::Unlock, &r.request_id)
+            .await
     }
 
     async fn get_action(
@@ -487,7 +495,7 @@ mod tests {
             } else {
                 ActionRequest::Unlock
             };
-            engine.submit(&admin, "s1", req, None).unwrap();
+            engine.submit(&admin, "s1", req, None).await.unwrap();
         }
         (engine, dir)
     }

@@ -186,20 +186,53 @@ pub struct RestartMarker {
 }
 
 impl RestartMarker {
-    /// Whether `self` (read later) shows a restart that `before` did not:
-    /// a new `LastResetTime`, or a `BootProgress` that moved.
+    /// Whether `self` (read later) shows a restart that `before` did not.
+    ///
+    /// Where the BMC gives `LastResetTime`, only that moving counts. Else a
+    /// `BootProgress` that went back to an earlier stage of the boot, or that
+    /// entered the same stage again (a newer `LastStateTime`): within one boot
+    /// the stages only move forward, so progress alone — hardware init →
+    /// OSBootStarted → OSRunning — is not a restart.
     pub fn shows_restart_since(&self, before: &RestartMarker) -> bool {
-        let moved = |a: &Option<String>, b: &Option<String>| a.is_some() && a != b;
-        moved(&self.last_reset_time, &before.last_reset_time)
-            || moved(&self.boot_progress_time, &before.boot_progress_time)
-            || (self.boot_progress_time.is_none()
-                && moved(&self.boot_progress, &before.boot_progress))
+        if self.last_reset_time.is_some() && before.last_reset_time.is_some() {
+            return self.last_reset_time != before.last_reset_time;
+        }
+        let (Some(now), Some(was)) = (&self.boot_progress, &before.boot_progress) else {
+            return false;
+        };
+        match (boot_stage(now), boot_stage(was)) {
+            (Some(n), Some(w)) if n < w => true,
+            _ if now == was => {
+                self.boot_progress_time.is_some()
+                    && before.boot_progress_time.is_some()
+                    && self.boot_progress_time != before.boot_progress_time
+            }
+            _ => false,
+        }
     }
 
     /// Whether the BMC gave anything at all.
     pub fn is_empty(&self) -> bool {
         *self == RestartMarker::default()
     }
+}
+
+/// Where a `BootProgress.LastState` stands in one boot (DMTF's
+/// `BootProgressTypes`, in boot order); `None` for OEM and unknown states.
+fn boot_stage(state: &str) -> Option<u8> {
+    const ORDER: [&str; 10] = [
+        "None",
+        "PrimaryProcessorInitializationStarted",
+        "BusInitializationStarted",
+        "MemoryInitializationStarted",
+        "SecondaryProcessorInitializationStarted",
+        "PCIResourceConfigStarted",
+        "SystemHardwareInitializationComplete",
+        "SetupEntered",
+        "OSBootStarted",
+        "OSRunning",
+    ];
+    ORDER.iter().position(|s| *s == state).map(|i| i as u8)
 }
 
 impl fmt::Display for RestartMarker {
@@ -405,5 +438,55 @@ impl BmcFactory for RealBmcFactory {
             Protocol::Ipmi => Ok(Arc::new(ipmi::IpmiBmc::new(server_id, endpoint)?)),
             Protocol::Redfish => Ok(Arc::new(redfish::RedfishBmc::connect(server_id, endpoint)?)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(state: &str, at: &str) -> RestartMarker {
+        RestartMarker {
+            boot_progress: Some(state.into()),
+            boot_progress_time: Some(at.into()),
+            ..RestartMarker::default()
+        }
+    }
+
+    #[test]
+    fn last_reset_time_alone_decides_where_the_bmc_gives_it() {
+        let before = RestartMarker {
+            last_reset_time: Some("t1".into()),
+            ..progress("SystemHardwareInitializationComplete", "a")
+        };
+        // One boot progressing, same LastResetTime: no restart (seen on the
+        // firmware-like simulator: a SOFT reboot lost before the OS was up).
+        let later = RestartMarker {
+            last_reset_time: Some("t1".into()),
+            ..progress("OSRunning", "b")
+        };
+        assert!(!later.shows_restart_since(&before));
+        let restarted = RestartMarker {
+            last_reset_time: Some("t2".into()),
+            ..progress("OSRunning", "c")
+        };
+        assert!(restarted.shows_restart_since(&before));
+    }
+
+    #[test]
+    fn boot_progress_counts_when_it_goes_back_or_enters_a_stage_again() {
+        let running = progress("OSRunning", "10:00");
+        assert!(!progress("OSRunning", "10:00").shows_restart_since(&running));
+        assert!(progress("OSRunning", "10:05").shows_restart_since(&running));
+        assert!(progress("PrimaryProcessorInitializationStarted", "10:01")
+            .shows_restart_since(&running));
+        let booting = progress("SystemHardwareInitializationComplete", "09:59");
+        assert!(!progress("OSBootStarted", "10:00").shows_restart_since(&booting));
+        assert!(!progress("OSRunning", "10:01").shows_restart_since(&booting));
+        // OEM stages have no place in the order: only re-entry counts.
+        let oem = progress("OEM (PostCode 0x42)", "1");
+        assert!(!progress("OEM (PostCode 0x43)", "2").shows_restart_since(&oem));
+        assert!(progress("OEM (PostCode 0x42)", "3").shows_restart_since(&oem));
+        assert!(!RestartMarker::default().shows_restart_since(&running));
     }
 }

@@ -60,7 +60,8 @@ impl Run {
                         "the server was still on {} after a graceful shutdown; forcing it off",
                         human(t.graceful_stop)
                     ),
-                );
+                )
+                .await;
                 self.command(PowerOp::ForceOff).await?;
                 let seen = self.require(Power::Off, t.power_confirm).await?;
                 Ok(format!(
@@ -186,7 +187,8 @@ impl Run {
         self.note(
             "fallback_hard",
             &format!("{fallback_reason}; falling back to a HARD reboot"),
-        );
+        )
+        .await;
         let message = format!("rebooted: the SOFT reboot fell back to HARD ({fallback_reason})");
         self.hard_reboot(&caps, &before, &message).await
     }

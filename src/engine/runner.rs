@@ -32,16 +32,25 @@ use super::killpoint::Boundary;
 use super::replay::{Cursor, Ending, Entry, RECOVERY_STEP};
 use super::{vm_state_for, with_timeout, ActionRequest, BootSource, Engine};
 use crate::bmc::{BmcError, Observation, Power, PowerOp, SharedBmc};
-use crate::model::{now_ms, ActionKind, StepEvent, StepPhase, VmState};
+use crate::model::{now_ms, Action, ActionKind, Millis, StepPhase, VmState};
 
 /// Why an action failed, phrased for the caller.
 pub(super) type Failure = String;
+
+/// What the engine needs to know of an action when it ends.
+pub(super) struct Identity {
+    pub id: String,
+    pub kind: ActionKind,
+    pub server_id: String,
+    pub created_at: Millis,
+}
 
 pub(super) struct Run {
     pub engine: Arc<Engine>,
     pub action_id: String,
     pub kind: ActionKind,
     pub server_id: String,
+    pub created_at: Millis,
     pub bmc_key: String,
     pub bmc: SharedBmc,
     pub op_lock: Arc<tokio::sync::Mutex<()>>,
@@ -53,6 +62,9 @@ pub(super) struct Run {
     /// Non-idempotent commands that were in flight when the agent stopped and
     /// were not re-sent: whether the BMC got them is unknown.
     in_doubt: Mutex<Vec<PowerOp>>,
+    /// Whether this run wrote anything yet (its first write also marks the
+    /// action RUNNING).
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 /// How a wait for a restart ended.
@@ -71,32 +83,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Run {
-    /// `history`: the step log so far (empty for a new action); `resumed`:
-    /// whether an earlier run of the agent accepted it.
-    #[allow(clippy::too_many_arguments)]
+    /// `action.events`: the step log so far (empty for a new action);
+    /// `resumed`: whether an earlier run of the agent accepted it.
     pub fn new(
         engine: Arc<Engine>,
-        action_id: String,
-        kind: ActionKind,
-        server_id: String,
+        action: &Action,
         bmc_key: String,
         bmc: SharedBmc,
         op_lock: Arc<tokio::sync::Mutex<()>>,
-        history: &[StepEvent],
         resumed: bool,
     ) -> Run {
         Run {
             engine,
-            action_id,
-            kind,
-            server_id,
+            action_id: action.id.clone(),
+            kind: action.kind,
+            server_id: action.server_id.clone(),
+            created_at: action.created_at,
             bmc_key,
             bmc,
             op_lock,
             resumed,
-            cursor: Mutex::new(Cursor::new(history)),
+            cursor: Mutex::new(Cursor::new(&action.events)),
             resumed_at: Mutex::new(None),
             in_doubt: Mutex::new(Vec::new()),
+            wrote: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -104,13 +114,8 @@ impl Run {
         let span = info_span!("action", server_id = %self.server_id, action_id = %self.action_id, bmc = %self.bmc_key, action = %req.kind());
         async move {
             self.kill(RECOVERY_STEP, Boundary::Accepted).await;
-            match self.engine.mark_running(&self.action_id) {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    warn!(error = %e, "cannot mark action running");
-                    return;
-                }
+            if !self.engine.may_run(&self.action_id, &self.server_id) {
+                return;
             }
             let mut result = self.perform(&req).await;
             if let ActionRequest::Reinstall(BootSource::VirtualMedia(_)) = &req {
@@ -138,7 +143,13 @@ impl Run {
                     .unwrap_or(VmState::Error),
                 (Err(_), _) => VmState::Error,
             };
-            if let Err(e) = self.engine.finish(&self.action_id, result, vm_state) {
+            let who = Identity {
+                id: self.action_id.clone(),
+                kind: self.kind,
+                server_id: self.server_id.clone(),
+                created_at: self.created_at,
+            };
+            if let Err(e) = self.engine.finish(&who, result, vm_state).await {
                 warn!(error = %e, "cannot record the end of the action");
             }
         }
@@ -180,32 +191,35 @@ impl Run {
             .await;
     }
 
-    fn record(
+    /// Writes a step event; returns once it is on disk.
+    async fn record(
         &self,
         step: &str,
         phase: StepPhase,
         detail: &str,
         data: Option<String>,
     ) -> Result<(), Failure> {
+        let first = !self.wrote.swap(true, std::sync::atomic::Ordering::SeqCst);
         self.engine
-            .add_step(&self.action_id, step, phase, detail, data)
+            .add_step(&self.action_id, first, step, phase, detail, data)
+            .await
             .map_err(|e| format!("cannot record step {step}: {e}"))
     }
 
     /// A note, written once: a replayed run does not write again what the
     /// log already holds (notes come before the steps that follow them).
-    pub(super) fn note(&self, step: &str, detail: &str) {
+    pub(super) async fn note(&self, step: &str, detail: &str) {
         if !lock(&self.cursor).at_end() {
             return;
         }
-        if let Err(e) = self.record(step, StepPhase::Note, detail, None) {
+        if let Err(e) = self.record(step, StepPhase::Note, detail, None).await {
             warn!(error = %e, "cannot record note");
         }
     }
 
     /// Takes the program's next step from the log; at the resume point,
     /// says where the action resumes.
-    fn enter(&self, step: &str) -> Result<Entry, Failure> {
+    async fn enter(&self, step: &str) -> Result<Entry, Failure> {
         let (entry, replayed) = {
             let mut c = lock(&self.cursor);
             let entry = c.enter(step).map_err(|e| {
@@ -215,10 +229,15 @@ impl Run {
             (entry, replayed)
         };
         if self.resumed && !matches!(entry, Entry::Replay(_)) {
-            let mut at = lock(&self.resumed_at);
-            if at.is_none() {
-                *at = Some(step.to_string());
-                drop(at);
+            let first = {
+                let mut at = lock(&self.resumed_at);
+                let first = at.is_none();
+                if first {
+                    *at = Some(step.to_string());
+                }
+                first
+            };
+            if first {
                 let done: Vec<&str> = replayed
                     .iter()
                     .map(String::as_str)
@@ -232,7 +251,8 @@ impl Run {
                         done.join(", ")
                     )
                 };
-                self.record(RECOVERY_STEP, StepPhase::Note, &detail, None)?;
+                self.record(RECOVERY_STEP, StepPhase::Note, &detail, None)
+                    .await?;
             }
         }
         Ok(entry)
@@ -256,7 +276,7 @@ impl Run {
     {
         let result = {
             let _op = self.op_lock.lock().await;
-            self.record(step, StepPhase::Started, "", None)?;
+            self.record(step, StepPhase::Started, "", None).await?;
             self.kill(step, Boundary::Started).await;
             let r = with_timeout(self.engine.settings.timeouts.bmc_command, fut).await;
             self.kill(step, Boundary::Answered).await;
@@ -265,7 +285,8 @@ impl Run {
         let out = match result {
             Ok(v) => {
                 let (detail, data) = describe(&v);
-                self.record(step, StepPhase::Finished, &detail, data)?;
+                self.record(step, StepPhase::Finished, &detail, data)
+                    .await?;
                 Ok(v)
             }
             Err(e) => {
@@ -275,7 +296,8 @@ impl Run {
                     .map(|r| r.bmc.protocol.as_str())
                     .unwrap_or("unknown");
                 self.engine.settings.metrics.bmc_error(protocol, e.kind());
-                self.record(step, StepPhase::Failed, &e.to_string(), None)?;
+                self.record(step, StepPhase::Failed, &e.to_string(), None)
+                    .await?;
                 Err(format!("{step} failed: {e} (BMC {})", self.bmc_key))
             }
         };
@@ -296,7 +318,7 @@ impl Run {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, BmcError>>,
     {
-        match self.enter(step)? {
+        match self.enter(step).await? {
             Entry::Replay(r) if r.ending == Ending::Finished => {
                 match r.data.as_deref().map(serde_json::from_str::<T>) {
                     Some(Ok(v)) => return Ok(v),
@@ -322,7 +344,7 @@ impl Run {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(), BmcError>>,
     {
-        match self.enter(step)? {
+        match self.enter(step).await? {
             Entry::Replay(r) if r.ending == Ending::Finished => Ok(()),
             Entry::Replay(r) => Err(self.replayed_failure(step, &r.detail)),
             // Safe to send again: the same setting twice is the setting once.
@@ -335,7 +357,7 @@ impl Run {
     /// A power command.
     pub(super) async fn command(&self, op: PowerOp) -> Result<(), Failure> {
         let step = op.as_str();
-        match self.enter(step)? {
+        match self.enter(step).await? {
             Entry::Replay(r) if r.ending == Ending::Finished => Ok(()),
             Entry::Replay(r) => Err(self.replayed_failure(step, &r.detail)),
             Entry::InFlight(_) if !op.is_idempotent() => {
@@ -347,7 +369,8 @@ impl Run {
                         "{step} was in flight when the agent stopped; it is not re-sent (it may have reached the BMC); what the BMC shows decides the outcome"
                     ),
                     None,
-                )?;
+                )
+                .await?;
                 Ok(())
             }
             Entry::InFlight(_) => {
@@ -366,7 +389,8 @@ impl Run {
                                     "not re-sent after the agent restarted: the BMC already reports power {target}"
                                 ),
                                 None,
-                            )?;
+                            )
+                            .await?;
                             return Ok(());
                         }
                     }
@@ -401,15 +425,15 @@ impl Run {
 
     /// Starts (or, after a restart, continues) a wait step; returns its
     /// deadline.
-    fn begin_wait(
+    async fn begin_wait(
         &self,
         step: &str,
         limit: Duration,
         detail: &str,
     ) -> Result<Result<Instant, Entry>, Failure> {
-        match self.enter(step)? {
+        match self.enter(step).await? {
             Entry::Live => {
-                self.record(step, StepPhase::Started, detail, None)?;
+                self.record(step, StepPhase::Started, detail, None).await?;
                 Ok(Ok(Instant::now() + limit))
             }
             Entry::InFlight(r) => {
@@ -429,7 +453,10 @@ impl Run {
         limit: Duration,
     ) -> Result<Option<String>, Failure> {
         let step = format!("wait_{want}");
-        let deadline = match self.begin_wait(&step, limit, &format!("up to {}", human(limit)))? {
+        let deadline = match self
+            .begin_wait(&step, limit, &format!("up to {}", human(limit)))
+            .await?
+        {
             Ok(d) => d,
             Err(Entry::Replay(r)) => {
                 return Ok((r.ending == Ending::Finished).then_some(r.detail));
@@ -443,7 +470,8 @@ impl Run {
             let last = match self.poll_once().await {
                 Ok(o) if o.power == want => {
                     let detail = format!("{want} after {}", human(started.elapsed()));
-                    self.record(&step, StepPhase::Finished, &detail, None)?;
+                    self.record(&step, StepPhase::Finished, &detail, None)
+                        .await?;
                     break Some(detail);
                 }
                 Ok(o) => format!("still {}", o.power),
@@ -456,7 +484,8 @@ impl Run {
                     StepPhase::Failed,
                     &format!("not {want} after {}: {last}", human(limit)),
                     None,
-                )?;
+                )
+                .await?;
                 break None;
             }
             tokio::time::sleep(poll.min(deadline - now)).await;
@@ -503,7 +532,7 @@ impl Run {
             format!("up to {} for power on", human(on_limit))
         };
         let limit = if evidence { sign_limit } else { on_limit };
-        let sign_deadline = match self.begin_wait(STEP, limit, &plan)? {
+        let sign_deadline = match self.begin_wait(STEP, limit, &plan).await? {
             Ok(d) => d,
             Err(Entry::Replay(r)) => {
                 return Ok(match r.ending {
@@ -534,7 +563,8 @@ impl Run {
                     self.note(
                         OFF_SEEN,
                         &format!("power off seen after {}", human(started.elapsed())),
-                    );
+                    )
+                    .await;
                 }
                 if sign.is_none() {
                     let moved = match (&o.marker, &before.marker) {
@@ -558,7 +588,8 @@ impl Run {
                 }
                 if let (Some((_, how)), Power::On) = (&sign, o.power) {
                     let detail = format!("{how}; power on after {}", human(started.elapsed()));
-                    self.record(STEP, StepPhase::Finished, &detail, None)?;
+                    self.record(STEP, StepPhase::Finished, &detail, None)
+                        .await?;
                     break Restart::Confirmed(detail);
                 }
             }
@@ -588,7 +619,7 @@ impl Run {
                         Restart::NotOn,
                     ),
                 };
-                self.record(STEP, StepPhase::Failed, &detail, data)?;
+                self.record(STEP, StepPhase::Failed, &detail, data).await?;
                 break out(detail);
             }
             tokio::time::sleep(poll.min(deadline - now)).await;

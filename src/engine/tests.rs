@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::bmc::fake::{FakeBmc, FakeBmcFactory, FakeCall, FakeSettings};
-use crate::bmc::{BootDevice, PowerOp, Protocol};
+use crate::bmc::{BootDevice, Power, PowerOp, Protocol, Secret};
 use crate::config::{SyncSettings, Timeouts};
 use crate::policy::Policy;
 
@@ -86,8 +86,8 @@ impl Rig {
         fake
     }
 
-    fn submit(&self, server: &str, req: ActionRequest) -> Result<Action> {
-        self.engine.submit(&admin(), server, req, None)
+    async fn submit(&self, server: &str, req: ActionRequest) -> Result<Action> {
+        self.engine.submit(&admin(), server, req, None).await
     }
 
     async fn wait(&self, action_id: &str) -> Action {
@@ -119,6 +119,7 @@ async fn hard_reboot_resets_a_running_server() {
     let fake = rig.enroll("s1", Power::On).await;
     let a = rig
         .submit("s1", ActionRequest::Reboot { hard: true })
+        .await
         .unwrap();
     assert_eq!(a.state, ActionState::Pending);
     assert_eq!(
@@ -160,6 +161,7 @@ async fn hard_reboot_of_a_server_that_is_off_powers_it_on() {
     assert_eq!(rig.server("s1").vm_state, VmState::Shutoff);
     let a = rig
         .submit("s1", ActionRequest::Reboot { hard: true })
+        .await
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded);
@@ -173,6 +175,7 @@ async fn soft_reboot_is_graceful_off_then_on() {
     let fake = rig.enroll("s1", Power::On).await;
     let a = rig
         .submit("s1", ActionRequest::Reboot { hard: false })
+        .await
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded);
@@ -192,6 +195,7 @@ async fn soft_reboot_falls_back_to_hard_after_its_timeout_and_says_so() {
     let started = tokio::time::Instant::now();
     let a = rig
         .submit("s1", ActionRequest::Reboot { hard: false })
+        .await
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded, "{a:?}");
@@ -214,7 +218,7 @@ async fn soft_reboot_falls_back_to_hard_after_its_timeout_and_says_so() {
 async fn start_powers_on_a_shutoff_server() {
     let rig = rig();
     let fake = rig.enroll("s1", Power::Off).await;
-    let a = rig.submit("s1", ActionRequest::Start).unwrap();
+    let a = rig.submit("s1", ActionRequest::Start).await.unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded);
     assert_eq!(fake.power_ops(), vec![PowerOp::On]);
@@ -231,12 +235,15 @@ async fn stop_is_graceful_and_forced_when_asked_or_when_the_os_ignores_it() {
     f3.set_ignore_acpi(true);
     let a1 = rig
         .submit("s1", ActionRequest::Stop { force: false })
+        .await
         .unwrap();
     let a2 = rig
         .submit("s2", ActionRequest::Stop { force: true })
+        .await
         .unwrap();
     let a3 = rig
         .submit("s3", ActionRequest::Stop { force: false })
+        .await
         .unwrap();
     for a in [&a1, &a2, &a3] {
         let a = rig.wait(&a.id).await;
@@ -259,6 +266,7 @@ async fn reinstall_sets_pxe_once_then_power_cycles() {
     let fake = rig.enroll("s1", Power::On).await;
     let a = rig
         .submit("s1", ActionRequest::Reinstall(BootSource::Pxe))
+        .await
         .unwrap();
     assert_eq!(rig.server("s1").vm_state, VmState::Rebuilding);
     let a = rig.wait(&a.id).await;
@@ -288,6 +296,7 @@ async fn reinstall_from_virtual_media_inserts_boots_and_ejects() {
             "s1",
             ActionRequest::Reinstall(BootSource::VirtualMedia(url.clone())),
         )
+        .await
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded, "{a:?}");
@@ -315,9 +324,11 @@ async fn a_second_action_while_a_task_runs_is_refused_naming_it() {
     fake.set_latency(Duration::from_secs(5));
     let first = rig
         .submit("s1", ActionRequest::Reboot { hard: true })
+        .await
         .unwrap();
     let err = rig
         .submit("s1", ActionRequest::Stop { force: true })
+        .await
         .unwrap_err();
     match &err {
         EngineError::Conflict(m) => assert!(m.contains(&first.id), "{m}"),
@@ -325,7 +336,7 @@ async fn a_second_action_while_a_task_runs_is_refused_naming_it() {
     }
     // A second HARD reboot conflicts too: only SOFT is superseded by HARD.
     assert!(matches!(
-        rig.submit("s1", ActionRequest::Reboot { hard: true }),
+        rig.submit("s1", ActionRequest::Reboot { hard: true }).await,
         Err(EngineError::Conflict(_))
     ));
     assert_eq!(rig.wait(&first.id).await.state, ActionState::Succeeded);
@@ -338,10 +349,12 @@ async fn hard_reboot_supersedes_a_running_soft_reboot() {
     fake.set_ignore_acpi(true);
     let soft = rig
         .submit("s1", ActionRequest::Reboot { hard: false })
+        .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let hard = rig
         .submit("s1", ActionRequest::Reboot { hard: true })
+        .await
         .unwrap();
     let hard = rig.wait(&hard.id).await;
     let soft = rig.wait(&soft.id).await;
@@ -361,11 +374,13 @@ async fn reset_state_supersedes_a_stuck_action_without_bmc_traffic() {
     fake.set_latency(Duration::from_secs(1000));
     let stuck = rig
         .submit("s1", ActionRequest::Reinstall(BootSource::Pxe))
+        .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     let calls_before = fake.calls().len();
     let reset = rig
         .submit("s1", ActionRequest::ResetState(VmState::Active))
+        .await
         .unwrap();
     assert_eq!(reset.state, ActionState::Succeeded);
     assert_eq!(reset.kind, ActionKind::ResetState);
@@ -391,10 +406,12 @@ async fn a_locked_server_refuses_non_admins() {
     let owner = member("p1");
     rig.engine
         .submit(&owner, "s1", ActionRequest::Lock, None)
+        .await
         .unwrap();
     let err = rig
         .engine
         .submit(&owner, "s1", ActionRequest::Reboot { hard: true }, None)
+        .await
         .unwrap_err();
     assert!(
         matches!(&err, EngineError::Conflict(m) if m.contains("locked")),
@@ -404,19 +421,23 @@ async fn a_locked_server_refuses_non_admins() {
     let a = rig
         .engine
         .submit(&admin(), "s1", ActionRequest::Reboot { hard: true }, None)
+        .await
         .unwrap();
     rig.wait(&a.id).await;
     assert_eq!(fake.count(PowerOp::HardReset), 1);
     // The owner unlocks their own lock; an admin's lock they may not lift.
     rig.engine
         .submit(&owner, "s1", ActionRequest::Unlock, None)
+        .await
         .unwrap();
     rig.engine
         .submit(&admin(), "s1", ActionRequest::Lock, None)
+        .await
         .unwrap();
     let err = rig
         .engine
         .submit(&owner, "s1", ActionRequest::Unlock, None)
+        .await
         .unwrap_err();
     assert!(matches!(err, EngineError::PermissionDenied(_)), "{err:?}");
 }
@@ -429,16 +450,19 @@ async fn the_same_request_id_returns_the_same_action_and_resets_once() {
     let a1 = rig
         .engine
         .submit(&admin(), "s1", req.clone(), Some("req-42".into()))
+        .await
         .unwrap();
     let a2 = rig
         .engine
         .submit(&admin(), "s1", req.clone(), Some("req-42".into()))
+        .await
         .unwrap();
     assert_eq!(a1.id, a2.id);
     rig.wait(&a1.id).await;
     let a3 = rig
         .engine
         .submit(&admin(), "s1", req, Some("req-42".into()))
+        .await
         .unwrap();
     assert_eq!(a3.id, a1.id);
     assert_eq!(a3.state, ActionState::Succeeded);
@@ -454,6 +478,7 @@ async fn the_same_request_id_returns_the_same_action_and_resets_once() {
             ActionRequest::Stop { force: true },
             Some("req-42".into()),
         )
+        .await
         .unwrap_err();
     assert!(
         matches!(&err, EngineError::InvalidArgument(m) if m.contains(&a1.id)),
@@ -464,7 +489,7 @@ async fn the_same_request_id_returns_the_same_action_and_resets_once() {
 #[tokio::test(start_paused = true)]
 async fn unknown_server_is_not_found() {
     let rig = rig();
-    let err = rig.submit("nope", ActionRequest::Start).unwrap_err();
+    let err = rig.submit("nope", ActionRequest::Start).await.unwrap_err();
     assert!(
         matches!(err, EngineError::NotFound { what: "server", .. }),
         "{err:?}"
@@ -484,9 +509,11 @@ async fn a_hung_bmc_fails_its_action_after_the_timeout_and_others_go_on() {
     let started = tokio::time::Instant::now();
     let a1 = rig
         .submit("s1", ActionRequest::Reboot { hard: true })
+        .await
         .unwrap();
     let a2 = rig
         .submit("s2", ActionRequest::Reboot { hard: true })
+        .await
         .unwrap();
     let a2 = rig.wait(&a2.id).await;
     assert_eq!(a2.state, ActionState::Succeeded);
@@ -520,6 +547,7 @@ async fn another_project_is_denied_and_states_are_enforced() {
             ActionRequest::Reboot { hard: true },
             None,
         )
+        .await
         .unwrap_err();
     assert!(matches!(err, EngineError::PermissionDenied(ref d) if d.rule == "admin_or_owner"));
     let err = rig
@@ -530,9 +558,10 @@ async fn another_project_is_denied_and_states_are_enforced() {
             ActionRequest::ResetState(VmState::Error),
             None,
         )
+        .await
         .unwrap_err();
     assert!(matches!(err, EngineError::PermissionDenied(ref d) if d.rule == "admin"));
-    let err = rig.submit("s1", ActionRequest::Start).unwrap_err();
+    let err = rig.submit("s1", ActionRequest::Start).await.unwrap_err();
     assert!(
         matches!(&err, EngineError::Conflict(m) if m.contains("active")),
         "{err:?}"
@@ -568,6 +597,7 @@ async fn a_reset_in_flight_at_a_crash_is_not_resent_after_restart() {
         rig.enroll("s1", Power::On).await;
         let a = rig
             .submit("s1", ActionRequest::Reboot { hard: true })
+            .await
             .unwrap();
         // discover + read_power take 6 s; the reset is then in flight.
         tokio::time::sleep(Duration::from_secs(7)).await;
@@ -611,6 +641,7 @@ async fn hard_reboot_records_the_restart_marker_it_saw_move() {
     fake.set_effect_delay(Duration::from_secs(4));
     let a = rig
         .submit("s1", ActionRequest::Reboot { hard: true })
+        .await
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded, "{a:#?}");
@@ -646,6 +677,7 @@ async fn soft_reboot_uses_a_warm_graceful_restart_only_with_evidence_and_resets_
     let started = tokio::time::Instant::now();
     let a = rig
         .submit("s1", ActionRequest::Reboot { hard: false })
+        .await
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded, "{a:#?}");
@@ -671,6 +703,7 @@ async fn without_restart_evidence_a_soft_reboot_takes_the_observable_path() {
     let fake = rig.enroll("s1", Power::On).await;
     let a = rig
         .submit("s1", ActionRequest::Reboot { hard: false })
+        .await
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded, "{a:#?}");
@@ -690,6 +723,7 @@ async fn a_graceful_restart_the_os_ignores_falls_back_to_one_reset() {
     let fake = rig.enroll("s1", Power::On).await;
     let a = rig
         .submit("s1", ActionRequest::Reboot { hard: false })
+        .await
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded, "{a:#?}");
@@ -727,6 +761,7 @@ async fn graceful_restart_without_evidence_or_shutdown_is_never_followed_by_a_re
     ]));
     let a = rig
         .submit("s1", ActionRequest::Reboot { hard: false })
+        .await
         .unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(fake.power_ops(), vec![PowerOp::GracefulRestart]);
@@ -745,10 +780,12 @@ async fn an_owners_lock_does_not_replace_an_admins_lock() {
     let owner = member("p1");
     rig.engine
         .submit(&admin(), "s1", ActionRequest::Lock, None)
+        .await
         .unwrap();
     let err = rig
         .engine
         .submit(&owner, "s1", ActionRequest::Lock, None)
+        .await
         .unwrap_err();
     assert!(
         matches!(&err, EngineError::PermissionDenied(d) if d.op == "lock" && d.rule.contains("admin")),
@@ -759,14 +796,17 @@ async fn an_owners_lock_does_not_replace_an_admins_lock() {
     let err = rig
         .engine
         .submit(&owner, "s1", ActionRequest::Unlock, None)
+        .await
         .unwrap_err();
     assert!(matches!(err, EngineError::PermissionDenied(_)), "{err:?}");
     // An admin may re-lock or unlock it.
     rig.engine
         .submit(&admin(), "s1", ActionRequest::Lock, None)
+        .await
         .unwrap();
     rig.engine
         .submit(&admin(), "s1", ActionRequest::Unlock, None)
+        .await
         .unwrap();
     assert!(!rig.server("s1").locked);
 }
@@ -794,15 +834,18 @@ async fn a_request_id_belongs_to_the_callers_project() {
     let a = rig
         .engine
         .submit(&member("p1"), "s1", ActionRequest::Lock, rid())
+        .await
         .unwrap();
     let b = rig
         .engine
         .submit(&member("p2"), "s2", ActionRequest::Lock, rid())
+        .await
         .unwrap();
     assert_ne!(a.id, b.id);
     let err = rig
         .engine
         .submit(&member("p2"), "s2", ActionRequest::Unlock, rid())
+        .await
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, EngineError::InvalidArgument(_)), "{err:?}");
@@ -816,15 +859,18 @@ async fn a_request_id_belongs_to_the_callers_project() {
     let o1 = rig
         .engine
         .submit(&ops("ops-1"), "s1", ActionRequest::Unlock, rid())
+        .await
         .unwrap();
     let o2 = rig
         .engine
         .submit(&ops("ops-2"), "s1", ActionRequest::Lock, rid())
+        .await
         .unwrap();
     assert_ne!(o1.id, o2.id);
     let again = rig
         .engine
         .submit(&ops("ops-1"), "s1", ActionRequest::Unlock, rid())
+        .await
         .unwrap();
     assert_eq!(again.id, o1.id);
 }

@@ -209,7 +209,7 @@ async fn clean_run(sc: &Scenario) -> (Action, Reference) {
     let world = World::new(sc);
     let rig = world.boot();
     rig.enroll_as_is("s1").await;
-    let a = rig.submit("s1", sc.req.clone()).unwrap();
+    let a = rig.submit("s1", sc.req.clone()).await.unwrap();
     let a = rig.wait(&a.id).await;
     assert_eq!(a.state, ActionState::Succeeded, "{}: {a:#?}", sc.name);
     let reference = Reference {
@@ -230,7 +230,7 @@ async fn crashed_run(sc: &Scenario, kills: &[KillPoint]) -> (World, Action, usiz
     if let Some(k) = kills.next() {
         rig.engine.arm_kill_point(k.clone(), KillMode::Freeze);
     }
-    let id = rig.submit("s1", sc.req.clone()).unwrap().id;
+    let id = rig.submit("s1", sc.req.clone()).await.unwrap().id;
     let mut crashes = 0;
     loop {
         let fired = tokio::select! {

@@ -1,0 +1,221 @@
+//! Power: reads from the BMCs (the sync loop's and fresh ones on request),
+//! what they change in the records, and the numbered event stream watchers
+//! follow.
+
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use super::request::PowerReading;
+use super::{not_found_server, vm_state_for, with_timeout, Engine, EngineError, Result};
+use crate::bmc::{BmcError, Power, PowerOp, SharedBmc};
+use crate::model::*;
+use crate::policy::Op;
+use crate::store::Write;
+
+impl Engine {
+    pub async fn power_state(
+        &self,
+        caller: &Caller,
+        server_id: &str,
+        refresh: bool,
+    ) -> Result<PowerReading> {
+        let rec = self.get_server(caller, server_id)?;
+        let mut fresh = false;
+        if refresh {
+            match self.poll_power(server_id, "refresh").await {
+                Some(Ok(_)) => fresh = true,
+                Some(Err(source)) => {
+                    return Err(EngineError::Bmc {
+                        server: rec.id.clone(),
+                        bmc: rec.bmc.key(),
+                        source,
+                    })
+                }
+                None => return Err(not_found_server(server_id)),
+            }
+        }
+        let rec = self.record(server_id)?;
+        Ok(PowerReading {
+            server_id: rec.id,
+            power: rec.power,
+            observed_at: rec.power_observed_at,
+            fresh,
+            vm_state: rec.vm_state,
+            task: rec.task.map(|t| t.1),
+        })
+    }
+
+    /// Reads a server's power from its BMC (one operation, under the BMC's
+    /// lock) and records what it found. `None` when the server is gone.
+    pub async fn poll_power(
+        &self,
+        server_id: &str,
+        cause: &str,
+    ) -> Option<std::result::Result<Power, BmcError>> {
+        let (bmc, op_lock, protocol, checked) = {
+            let inner = self.lock();
+            let slot = inner.servers.get(server_id)?;
+            (
+                slot.bmc.clone(),
+                inner.bmc_locks.get(&slot.rec.bmc.key())?.clone(),
+                slot.rec.bmc.protocol.as_str(),
+                slot.checked,
+            )
+        };
+        let result = {
+            let _op = op_lock.lock().await;
+            if !checked {
+                self.check_setup(server_id, &bmc).await;
+            }
+            let started = tokio::time::Instant::now();
+            let r = with_timeout(self.settings.timeouts.bmc_command, bmc.power_state()).await;
+            self.settings
+                .metrics
+                .poll_seconds
+                .observe(started.elapsed().as_secs_f64());
+            r
+        };
+        if let Err(e) = &result {
+            self.settings.metrics.bmc_error(protocol, e.kind());
+        }
+        if let Err(e) = self.observe_power(server_id, result.clone(), cause) {
+            warn!(server_id, error = %e, "cannot record power state");
+        }
+        Some(result)
+    }
+
+    /// Reads a server's capabilities once, at its first poll, so that a BMC
+    /// that cannot power-control it (no Reset action, several systems and no
+    /// `system_id`) is reported when the agent starts, not at the first action.
+    async fn check_setup(&self, server_id: &str, bmc: &SharedBmc) {
+        let found = with_timeout(self.settings.timeouts.bmc_command, bmc.capabilities()).await;
+        let problem = match &found {
+            Ok(caps) if !caps.supports(PowerOp::On) && !caps.supports(PowerOp::HardReset) => Some(
+                "the BMC offers no power command for this server (neither On nor a reset)"
+                    .to_string(),
+            ),
+            Ok(_) => None,
+            Err(e @ (BmcError::Unsupported(_) | BmcError::Config(_))) => Some(e.to_string()),
+            // Unreachable or refusing now: try again at the next poll.
+            Err(_) => return,
+        };
+        let mut inner = self.lock();
+        let Some(slot) = inner.servers.get_mut(server_id) else {
+            return;
+        };
+        slot.checked = true;
+        if let Some(p) = &problem {
+            warn!(server_id, bmc = %slot.rec.bmc.key(), problem = %p, "this server cannot be power-controlled as configured");
+        }
+        slot.setup_problem = problem;
+    }
+
+    /// Records a power reading (or a failure to read) and publishes a change.
+    pub(super) fn observe_power(
+        &self,
+        server_id: &str,
+        result: std::result::Result<Power, BmcError>,
+        cause: &str,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        let Some(slot) = inner.servers.get_mut(server_id) else {
+            return Ok(());
+        };
+        let before = slot.rec.clone();
+        match result {
+            Ok(p) => {
+                let never_observed = slot.rec.power_observed_at.is_none();
+                slot.failures = 0;
+                slot.rec.bmc_error = slot.setup_problem.clone();
+                slot.rec.power = p.into();
+                slot.rec.power_observed_at = Some(now_ms());
+                let idle = slot.rec.task.is_none();
+                let aligned = matches!(slot.rec.vm_state, VmState::Active | VmState::Shutoff)
+                    || (slot.rec.vm_state == VmState::Error && never_observed);
+                if idle && aligned {
+                    slot.rec.vm_state = vm_state_for(p.into());
+                }
+            }
+            Err(e) => {
+                slot.failures += 1;
+                slot.rec.bmc_error = Some(e.to_string());
+                if slot.failures >= self.settings.sync.unknown_after_failures {
+                    slot.rec.power = PowerState::Unknown;
+                }
+                if slot.failures == 1 {
+                    warn!(server_id, bmc = %slot.rec.bmc.key(), error = %e, kind = e.kind(), "cannot read power state");
+                }
+            }
+        }
+        let rec = slot.rec.clone();
+        let power_changed = before.power != rec.power || before.vm_state != rec.vm_state;
+        // Only the observation time moved: keep it in memory, spare the disk.
+        let mut writes = Vec::new();
+        if power_changed || before.bmc_error != rec.bmc_error {
+            writes.push(Write::PutServer(rec.clone()));
+        }
+        if power_changed {
+            info!(server_id, power = %rec.power, vm_state = %rec.vm_state, cause, "power state changed");
+            writes.push(self.event(&rec, EventKind::PowerChanged, cause));
+        }
+        if !writes.is_empty() {
+            // Queued under the lock, in the order of the changes; nobody
+            // waits for a reading to be on disk.
+            self.store.write_later(writes);
+        }
+        drop(inner);
+        Ok(())
+    }
+
+    /// The write that appends an event about `rec`; the store numbers it at
+    /// commit and sends it to watchers once it is durable. Callers queue it
+    /// under the engine lock, which keeps the stream in the order the changes
+    /// happened.
+    pub(super) fn event(&self, rec: &ServerRecord, kind: EventKind, cause: &str) -> Write {
+        let ev = ServerEvent {
+            seq: 0,
+            at: now_ms(),
+            server_id: rec.id.clone(),
+            kind,
+            power: rec.power,
+            vm_state: rec.vm_state,
+            task: rec.task.as_ref().map(|t| t.1),
+            action_id: rec.task.as_ref().map(|t| t.0.clone()),
+            cause: cause.to_string(),
+        };
+        Write::AppendEvent {
+            event: ev,
+            retain: self.settings.event_retain,
+        }
+    }
+
+    /// Live events. Subscribe before reading history so nothing falls between.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<ServerEvent> {
+        self.store.subscribe_events()
+    }
+
+    /// Retained events after `after`, oldest first.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<ServerEvent>> {
+        Ok(self.store.events_after(after, limit)?)
+    }
+
+    /// Oldest and newest retained sequence numbers.
+    pub fn event_bounds(&self) -> Result<(u64, u64)> {
+        Ok(self.store.event_bounds()?)
+    }
+
+    /// Whether the caller may see this server's events.
+    pub fn may_read(&self, caller: &Caller, server_id: &str) -> bool {
+        let owner = self
+            .lock()
+            .servers
+            .get(server_id)
+            .map(|s| s.rec.project_id.clone());
+        caller.is_admin()
+            || self
+                .settings
+                .policy
+                .check(caller, Op::Read, owner.as_deref())
+                .is_ok()
+    }
+}

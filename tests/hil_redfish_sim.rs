@@ -1,0 +1,1042 @@
+//! HIL tests against rfsim, our Redfish BMC simulator whose systems are QEMU
+//! VMs (hil-tests/redfish-sim). First the simulator itself, checked with
+//! plain HTTPS as an independent client (does it behave like firmware?), then
+//! our Redfish driver against it.
+//!
+//! Needs: qemu-system-x86_64, python3, openssl, curl
+//! (`hil-tests/redfish-sim/setup.sh`). A peer that cannot run fails the test
+//! with the reason.
+
+mod redfish_sim;
+
+use std::time::{Duration, Instant};
+
+use rack_agent::bmc::{Bmc, BmcError, BootDevice, Power, PowerOp};
+use redfish_sim::{count, message_id, Guest, Sim, SimOptions};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// Long enough for a VM to start or reset on a loaded 2-core machine.
+const LIMIT: Duration = Duration::from_secs(60);
+/// SeaBIOS prints this once per boot on the OS-less VM's console.
+const BIOS_BANNER: &str = "SeaBIOS (version";
+
+fn sim(systems: u16) -> Sim {
+    Sim::start(SimOptions {
+        systems,
+        ..SimOptions::default()
+    })
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
+}
+
+async fn json_of(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Powers `id` on through Redfish and waits until SeaBIOS printed its banner.
+async fn power_on_bios(s: &Sim, id: &str) {
+    s.reset_expect(id, "On", 204).await;
+    s.wait_power(id, "On", LIMIT).await;
+    s.wait_console(id, BIOS_BANNER, 1, LIMIT).await;
+}
+
+// ---------------------------------------------------------------------------
+// The simulator, as an independent client sees it.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_root_is_public_and_the_rest_needs_credentials() {
+    let s = sim(2);
+    let root: Value = s
+        .http()
+        .get(s.url("/redfish/v1/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(root["Systems"]["@odata.id"], "/redfish/v1/Systems");
+    assert_eq!(
+        root["Links"]["Sessions"]["@odata.id"],
+        "/redfish/v1/SessionService/Sessions"
+    );
+
+    // No credentials, wrong ones: 401 with a Redfish error body.
+    let (status, body) = json_of(
+        s.http()
+            .get(s.url("/redfish/v1/Systems"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(message_id(&body).ends_with(".NoValidSession"), "{body}");
+    let resp = s
+        .http()
+        .get(s.url("/redfish/v1/Systems"))
+        .basic_auth("admin", Some("not-the-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(s.counters().await["auth_failures"], 2);
+
+    // Basic auth: the systems, their manager and chassis.
+    let systems = s.get_json("/redfish/v1/Systems").await;
+    let members: Vec<String> = systems["Members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| str_of(&m["@odata.id"]))
+        .collect();
+    assert_eq!(
+        members,
+        vec!["/redfish/v1/Systems/sys1", "/redfish/v1/Systems/sys2"]
+    );
+    let sys = s.system("sys1").await;
+    assert_eq!(sys["PowerState"], "Off");
+    assert_eq!(sys["BootProgress"]["LastState"], "None");
+    let manager = str_of(&sys["Links"]["ManagedBy"][0]["@odata.id"]);
+    assert_eq!(s.get_json(&manager).await["ManagerType"], "BMC");
+    let chassis = str_of(&sys["Links"]["Chassis"][0]["@odata.id"]);
+    assert_eq!(
+        s.get_json(&chassis).await["Links"]["ComputerSystems"][1]["@odata.id"],
+        "/redfish/v1/Systems/sys2"
+    );
+    let (status, body) = json_of(s.get("/redfish/v1/Systems/sys9").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(message_id(&body).ends_with(".ResourceNotFound"), "{body}");
+
+    // The restart evidence a system shows is a knob: both, one, or none.
+    s.reset_expect("sys2", "On", 204).await;
+    s.wait_power("sys2", "On", LIMIT).await;
+    let sys = s.system("sys2").await;
+    assert!(
+        sys["LastResetTime"].is_string() && sys["BootProgress"].is_object(),
+        "{sys}"
+    );
+    s.set_knobs("sys2", json!({"evidence": ["LastResetTime"]}))
+        .await;
+    let sys = s.system("sys2").await;
+    assert!(
+        sys["LastResetTime"].is_string() && sys.get("BootProgress").is_none(),
+        "{sys}"
+    );
+    s.set_knobs("sys2", json!({"evidence": []})).await;
+    let sys = s.system("sys2").await;
+    assert!(
+        sys.get("LastResetTime").is_none() && sys.get("BootProgress").is_none(),
+        "{sys}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_restart_keeps_power_on_and_moves_the_evidence() {
+    let s = sim(1);
+    let id = "sys1";
+    power_on_bios(&s, id).await;
+    let before = s.system(id).await;
+    let pid = s.state(id).await["qemu_pid"].clone();
+    assert!(pid.is_u64(), "no QEMU running: {}", s.state(id).await);
+    assert_eq!(
+        before["BootProgress"]["LastState"],
+        "SystemHardwareInitializationComplete"
+    );
+
+    let t = Instant::now();
+    s.reset_expect(id, "ForceRestart", 204).await;
+    eprintln!("ForceRestart answered in {:?}", t.elapsed());
+    // PowerState stays On the whole time while the VM restarts.
+    let (after, took) = s
+        .wait_system(id, "a new LastResetTime", LIMIT, |sys| {
+            assert_eq!(sys["PowerState"], "On", "a reset must not show Off: {sys}");
+            sys["LastResetTime"] != before["LastResetTime"]
+        })
+        .await;
+    eprintln!("LastResetTime moved {took:?} after the answer");
+    assert!(
+        str_of(&after["LastResetTime"]) > str_of(&before["LastResetTime"]),
+        "{} then {}",
+        before["LastResetTime"],
+        after["LastResetTime"]
+    );
+    assert_ne!(
+        after["BootProgress"]["LastStateTime"],
+        before["BootProgress"]["LastStateTime"]
+    );
+    assert_ne!(after["@odata.etag"], before["@odata.etag"]);
+    // One more boot on the console, by the same QEMU process (a reset, not a cycle).
+    s.wait_console(id, BIOS_BANNER, 2, LIMIT).await;
+    for _ in 0..10 {
+        assert_eq!(s.system(id).await["PowerState"], "On");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&s.console(id), BIOS_BANNER), 2, "{}", s.console(id));
+    let state = s.state(id).await;
+    assert_eq!(state["qemu_pid"], pid, "ForceRestart started a new QEMU");
+    let causes: Vec<String> = state["boots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| str_of(&b["cause"]))
+        .collect();
+    assert_eq!(causes, vec!["power_on", "force_restart"], "{state}");
+    let c = s.counters().await;
+    assert_eq!(c["resets"][id], json!({"On": 1, "ForceRestart": 1}), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_requests_to_a_vm_without_an_os_never_complete() {
+    let s = sim(1);
+    let id = "sys1";
+    power_on_bios(&s, id).await;
+    let before = s.system(id).await;
+
+    // GracefulShutdown: the power button is pressed, nothing listens.
+    s.reset_expect(id, "GracefulShutdown", 204).await;
+    // GracefulRestart, answered with a task this time.
+    s.set_knobs(id, json!({"reset_response": 202, "task_min_ms": 0}))
+        .await;
+    let resp = s.reset_expect(id, "GracefulRestart", 202).await;
+    let monitor = resp
+        .headers()
+        .get("location")
+        .expect("202 without Location")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let (status, task) = json_of(s.get(&monitor).await).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+        assert_eq!(task["TaskState"], "Running", "{task}");
+        let sys = s.system(id).await;
+        assert_eq!(sys["PowerState"], "On");
+        assert_eq!(sys["LastResetTime"], before["LastResetTime"]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(count(&s.console(id), BIOS_BANNER), 1, "{}", s.console(id));
+    let state = s.state(id).await;
+    assert_eq!(state["pending"]["kind"], "restart", "{state}");
+    assert_eq!(state["boots"].as_array().unwrap().len(), 1, "{state}");
+
+    // A ForceOff ends it: the restart's task is cancelled, the power goes.
+    s.reset_expect(id, "ForceOff", 202).await;
+    s.wait_power(id, "Off", LIMIT).await;
+    let (_, task) = json_of(s.get(&monitor).await).await;
+    assert_eq!(task["TaskState"], "Cancelled", "{task}");
+    assert!(s.state(id).await["qemu_pid"].is_null());
+    let c = s.counters().await;
+    assert_eq!(
+        c["resets"][id],
+        json!({"On": 1, "GracefulShutdown": 1, "GracefulRestart": 1, "ForceOff": 1}),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_needs_the_current_etag_and_a_once_override_is_used_up() {
+    let s = sim(1);
+    let id = "sys1";
+    let path = s.system_path(id);
+    let resp = s.get(&path).await;
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["@odata.etag"], etag.as_str(), "header and body agree");
+    let pxe_once =
+        json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}});
+
+    // Without If-Match, with a made-up one: 412, nothing changes.
+    let (status, err) = json_of(
+        s.authed(Method::PATCH, &path)
+            .json(&pxe_once)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{err}");
+    assert!(message_id(&err).ends_with(".PreconditionRequired"), "{err}");
+    let (status, err) = json_of(
+        s.authed(Method::PATCH, &path)
+            .header("If-Match", "\"0123456789abcdef\"")
+            .json(&pxe_once)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{err}");
+    assert!(message_id(&err).ends_with(".PreconditionFailed"), "{err}");
+    assert_eq!(
+        s.system(id).await["Boot"]["BootSourceOverrideEnabled"],
+        "Disabled"
+    );
+
+    // With the current ETag: applied, and the ETag moves.
+    let resp = s
+        .authed(Method::PATCH, &path)
+        .header("If-Match", &etag)
+        .json(&pxe_once)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let new_etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    assert_ne!(new_etag, etag);
+    let boot = &s.system(id).await["Boot"];
+    assert_eq!(boot["BootSourceOverrideTarget"], "Pxe", "{boot}");
+    assert_eq!(boot["BootSourceOverrideEnabled"], "Once", "{boot}");
+    // The old ETag is stale now; a value outside the allowable ones is a 400.
+    let resp = s
+        .authed(Method::PATCH, &path)
+        .header("If-Match", &etag)
+        .json(&pxe_once)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+    let (status, err) = json_of(
+        s.authed(Method::PATCH, &path)
+            .header("If-Match", &new_etag)
+            .json(&json!({"Boot": {"BootSourceOverrideTarget": "Floppy"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert!(
+        message_id(&err).ends_with(".PropertyValueNotInList"),
+        "{err}"
+    );
+    let c = s.counters().await;
+    assert_eq!(c["patches"][id], 5, "{c}");
+    assert_eq!(c["patches_applied"], 1, "{c}");
+    assert_eq!(c["precondition_failed"], 3, "{c}");
+
+    // The next boot uses the override, which then reads Disabled; the VM
+    // network-boots (iPXE on its console); the boot after that is a default one.
+    s.reset_expect(id, "On", 204).await;
+    s.wait_power(id, "On", LIMIT).await;
+    let boot = &s.system(id).await["Boot"];
+    assert_eq!(boot["BootSourceOverrideEnabled"], "Disabled", "{boot}");
+    s.wait_console(id, "iPXE", 1, LIMIT).await;
+    s.reset_expect(id, "ForceRestart", 204).await;
+    let state = s.wait_boots(id, 2, LIMIT).await;
+    let devices: Vec<String> = state["boots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| str_of(&b["device"]))
+        .collect();
+    assert_eq!(devices, vec!["Pxe", "Default"], "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_limited_and_can_be_deleted() {
+    let s = sim(1);
+    let sessions = "/redfish/v1/SessionService/Sessions";
+    let login = |password: String| {
+        let req = s
+            .http()
+            .post(s.url(sessions))
+            .json(&json!({"UserName": "admin", "Password": password}));
+        async move { req.send().await.unwrap() }
+    };
+    // The default limit is 4.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let resp = login(s.password.clone()).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let token = resp.headers()["x-auth-token"].to_str().unwrap().to_string();
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        assert!(location.starts_with(sessions), "{location}");
+        open.push((token, location));
+    }
+    let (status, err) = json_of(login(s.password.clone()).await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert!(message_id(&err).ends_with(".SessionLimitExceeded"), "{err}");
+    // A token works; basic auth works while the sessions are used up.
+    let (token, location) = open.pop().unwrap();
+    let resp = s
+        .http()
+        .get(s.url("/redfish/v1/Systems"))
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(s.get("/redfish/v1/Systems").await.status(), StatusCode::OK);
+    let listed = s.get_json(sessions).await;
+    assert_eq!(listed["Members@odata.count"], 4, "{listed}");
+
+    // Logout frees a slot; the deleted token is refused.
+    let resp = s
+        .http()
+        .delete(s.url(&location))
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = s
+        .http()
+        .get(s.url("/redfish/v1/Systems"))
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login(s.password.clone()).await.status(),
+        StatusCode::CREATED
+    );
+    // Wrong password: 401, no session.
+    let (status, err) = json_of(login("wrong".into()).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+    // The limit is a knob.
+    s.set_bmc_knobs(json!({"session_limit": 5})).await;
+    assert_eq!(
+        login(s.password.clone()).await.status(),
+        StatusCode::CREATED
+    );
+
+    let c = s.counters().await["sessions"].clone();
+    assert_eq!(
+        c,
+        json!({"created": 6, "deleted": 1, "expired": 0, "open": 5, "refused_limit": 1})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_answered_202_is_followed_by_its_task() {
+    let s = Sim::start(SimOptions {
+        system_knobs: json!({"reset_response": 202, "task_min_ms": 1500}),
+        ..SimOptions::default()
+    });
+    let id = "sys1";
+    let t = Instant::now();
+    let resp = s.reset_expect(id, "On", 202).await;
+    let monitor = resp.headers()["location"].to_str().unwrap().to_string();
+    let (_, task) = json_of(resp).await;
+    assert_eq!(task["TaskState"], "Running", "{task}");
+    assert_eq!(task["TaskMonitor"], monitor.as_str());
+    let task_uri = str_of(&task["@odata.id"]);
+
+    let mut running = 0;
+    let done = loop {
+        let (status, body) = json_of(s.get(&monitor).await).await;
+        match status {
+            StatusCode::ACCEPTED => {
+                assert_eq!(body["TaskState"], "Running", "{body}");
+                running += 1;
+            }
+            StatusCode::OK => break body,
+            other => panic!("task monitor answered {other}: {body}"),
+        }
+        assert!(t.elapsed() < LIMIT, "the task never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(running >= 1, "the task was never seen running");
+    assert!(t.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(done["TaskState"], "Completed", "{done}");
+    assert_eq!(done["TaskStatus"], "OK", "{done}");
+    let task = s.get_json(&task_uri).await;
+    assert_eq!(task["TaskState"], "Completed");
+    assert_eq!(s.power_state(id).await, "On");
+    let tasks = s.get_json("/redfish/v1/TaskService/Tasks").await;
+    assert_eq!(tasks["Members"][0]["@odata.id"], task_uri.as_str());
+    assert_eq!(s.counters().await["tasks"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_types_through_action_info_and_the_optional_ones() {
+    let s = Sim::start(SimOptions {
+        system_knobs: json!({"reset_allowable": "action_info", "extra_resets": ["PowerCycle"]}),
+        ..SimOptions::default()
+    });
+    let id = "sys1";
+    let sys = s.system(id).await;
+    let reset = &sys["Actions"]["#ComputerSystem.Reset"];
+    assert!(
+        reset.get("ResetType@Redfish.AllowableValues").is_none(),
+        "{reset}"
+    );
+    let info = s.get_json(&str_of(&reset["@Redfish.ActionInfo"])).await;
+    let allowed = &info["Parameters"][0];
+    assert_eq!(allowed["Name"], "ResetType");
+    assert_eq!(
+        allowed["AllowableValues"],
+        json!([
+            "On",
+            "ForceOff",
+            "GracefulShutdown",
+            "GracefulRestart",
+            "ForceRestart",
+            "PowerCycle"
+        ])
+    );
+
+    // Not offered: 400 (or 501, per knob); nothing happens.
+    let (status, err) = json_of(s.reset(id, "Nmi").await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert!(
+        message_id(&err).ends_with(".ActionParameterValueNotInList"),
+        "{err}"
+    );
+    s.set_knobs(id, json!({"unsupported_status": 501})).await;
+    assert_eq!(
+        s.reset(id, "Nmi").await.status(),
+        StatusCode::NOT_IMPLEMENTED
+    );
+    // A restart of a system that is off: 409.
+    let (status, err) = json_of(s.reset(id, "ForceRestart").await).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+
+    // PowerCycle: a new QEMU process, Off in between.
+    power_on_bios(&s, id).await;
+    let pid = s.state(id).await["qemu_pid"].clone();
+    s.set_knobs(id, json!({"cold_off_ms": 1500})).await;
+    s.reset_expect(id, "PowerCycle", 204).await;
+    s.wait_power(id, "Off", LIMIT).await;
+    s.wait_power(id, "On", LIMIT).await;
+    let state = s.state(id).await;
+    assert!(
+        state["qemu_pid"].is_u64() && state["qemu_pid"] != pid,
+        "{state}"
+    );
+    assert_eq!(state["boots"][1]["cause"], "power_cycle", "{state}");
+    let c = s.counters().await;
+    assert_eq!(
+        c["resets_refused"][id],
+        json!({"Nmi": 2, "ForceRestart": 1}),
+        "{c}"
+    );
+    assert_eq!(c["resets"][id], json!({"On": 1, "PowerCycle": 1}), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_knobs_answer_a_status_slow_down_or_hang() {
+    let s = sim(2);
+    // Two 503s, then normal service.
+    s.set_bmc_knobs(json!({"status": 503, "status_times": 2}))
+        .await;
+    for _ in 0..2 {
+        let resp = s.get("/redfish/v1/Systems").await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().contains_key("retry-after"));
+    }
+    assert_eq!(s.get("/redfish/v1/Systems").await.status(), StatusCode::OK);
+
+    // Latency on one system only.
+    s.set_knobs("sys1", json!({"latency_ms": 800})).await;
+    let t = Instant::now();
+    s.system("sys1").await;
+    let slow = t.elapsed();
+    let t = Instant::now();
+    s.system("sys2").await;
+    let fast = t.elapsed();
+    assert!(slow >= Duration::from_millis(800), "{slow:?}");
+    assert!(fast < Duration::from_millis(800), "{fast:?}");
+
+    // Hang: the request is accepted and never answered; control still works.
+    s.set_bmc_knobs(json!({"hang": true})).await;
+    let hung = s
+        .authed(Method::GET, "/redfish/v1/")
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(
+        hung.is_err_and(|e| e.is_timeout()),
+        "answered while hanging"
+    );
+    s.set_bmc_knobs(json!({"hang": false})).await;
+    assert_eq!(s.get("/redfish/v1/").await.status(), StatusCode::OK);
+    let c = s.counters().await["faults"].clone();
+    assert_eq!(c["status"], 2, "{c}");
+    assert_eq!(c["hang"], 1, "{c}");
+    // A bad knob is refused with the reason.
+    let resp = s
+        .http()
+        .post(s.url("/control/systems/sys1/knobs"))
+        .json(&json!({"graceful_restart": "lukewarm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.unwrap().contains("graceful_restart"));
+}
+
+// ---------------------------------------------------------------------------
+// Our driver against the simulator.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_discovers_reset_types_inline_and_through_action_info() {
+    let s = sim(3);
+    s.set_knobs(
+        "sys2",
+        json!({"reset_allowable": "action_info", "extra_resets": ["PowerCycle", "Nmi"]}),
+    )
+    .await;
+    s.set_knobs("sys3", json!({"reset_allowable": "none"}))
+        .await;
+    let standard = vec![
+        PowerOp::On,
+        PowerOp::GracefulOff,
+        PowerOp::ForceOff,
+        PowerOp::HardReset,
+        PowerOp::GracefulRestart,
+    ];
+    let caps = s.driver("sys1", &[]).capabilities().await.unwrap();
+    assert_eq!(caps.power_ops, standard);
+    assert_eq!(
+        caps.boot_devices,
+        vec![
+            BootDevice::Pxe,
+            BootDevice::Disk,
+            BootDevice::Cd,
+            BootDevice::Bios
+        ]
+    );
+    assert!(!caps.virtual_media);
+    let caps = s.driver("sys2", &[]).capabilities().await.unwrap();
+    assert_eq!(caps.power_ops, PowerOp::ALL.to_vec(), "from the ActionInfo");
+    // No allowable values at all: the driver assumes the standard set.
+    let caps = s.driver("sys3", &[]).capabilities().await.unwrap();
+    assert_eq!(caps.power_ops, PowerOp::ALL.to_vec());
+
+    // An op the system does not offer is refused before anything is sent.
+    let d = s.driver("sys1", &[]);
+    let e = d.power(PowerOp::PowerCycle).await.unwrap_err();
+    assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
+    assert_eq!(s.counters().await["resets"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_powers_the_vm_on_resets_it_and_powers_it_off() {
+    let s = sim(1);
+    let id = "sys1";
+    let d = s.driver(id, &[]);
+    assert_eq!(d.power_state().await.unwrap(), Power::Off);
+
+    let t = Instant::now();
+    d.power(PowerOp::On).await.unwrap();
+    eprintln!("driver On accepted in {:?}", t.elapsed());
+    let took = s.wait_power(id, "On", LIMIT).await;
+    eprintln!("PowerState On {took:?} later");
+    assert!(s.state(id).await["qemu_pid"].is_u64());
+    assert_eq!(d.power_state().await.unwrap(), Power::On);
+    s.wait_console(id, BIOS_BANNER, 1, LIMIT).await;
+
+    let before = s.system(id).await["LastResetTime"].clone();
+    d.power(PowerOp::HardReset).await.unwrap();
+    s.wait_system(id, "a new LastResetTime", LIMIT, |sys| {
+        assert_eq!(sys["PowerState"], "On", "{sys}");
+        sys["LastResetTime"] != before
+    })
+    .await;
+    s.wait_console(id, BIOS_BANNER, 2, LIMIT).await;
+
+    d.power(PowerOp::ForceOff).await.unwrap();
+    s.wait_power(id, "Off", LIMIT).await;
+    assert!(s.state(id).await["qemu_pid"].is_null());
+    assert_eq!(d.power_state().await.unwrap(), Power::Off);
+    let c = s.counters().await;
+    assert_eq!(
+        c["resets"][id],
+        json!({"On": 1, "ForceRestart": 1, "ForceOff": 1}),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_reads_the_restart_marker_and_sees_a_hard_reset() {
+    let s = sim(3);
+    let id = "sys1";
+    s.set_knobs("sys2", json!({"evidence": ["LastResetTime"]}))
+        .await;
+    s.set_knobs("sys3", json!({"evidence": []})).await;
+    let d = s.driver(id, &[]);
+    assert!(d.capabilities().await.unwrap().restart_evidence);
+    assert!(
+        s.driver("sys2", &[])
+            .capabilities()
+            .await
+            .unwrap()
+            .restart_evidence
+    );
+    let none = s.driver("sys3", &[]);
+    assert!(!none.capabilities().await.unwrap().restart_evidence);
+    assert_eq!(none.observe().await.unwrap().marker, None);
+
+    d.power(PowerOp::On).await.unwrap();
+    s.wait_power(id, "On", LIMIT).await;
+    let before = d.observe().await.unwrap();
+    let sys = s.system(id).await;
+    let marker = before.marker.clone().expect("a marker");
+    assert_eq!(before.power, Power::On);
+    assert_eq!(
+        marker.last_reset_time.as_deref(),
+        sys["LastResetTime"].as_str()
+    );
+    assert_eq!(
+        marker.boot_progress.as_deref(),
+        Some("SystemHardwareInitializationComplete")
+    );
+
+    d.power(PowerOp::HardReset).await.unwrap();
+    s.wait_system(id, "a new LastResetTime", LIMIT, |now| {
+        now["LastResetTime"] != sys["LastResetTime"]
+    })
+    .await;
+    let after = d.observe().await.unwrap();
+    assert_eq!(after.power, Power::On);
+    let now = after.marker.expect("a marker");
+    assert!(now.shows_restart_since(&marker), "{marker} → {now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_sets_the_boot_override_with_the_etag() {
+    let s = sim(1);
+    let id = "sys1";
+    let d = s.driver(id, &[]);
+    d.set_boot_once(BootDevice::Pxe).await.unwrap();
+    let boot = &s.system(id).await["Boot"];
+    assert_eq!(boot["BootSourceOverrideTarget"], "Pxe", "{boot}");
+    assert_eq!(boot["BootSourceOverrideEnabled"], "Once", "{boot}");
+    let c = s.counters().await;
+    assert_eq!(
+        (c["patches"][id].clone(), c["precondition_failed"].clone()),
+        (json!(1), json!(0)),
+        "{c}"
+    );
+
+    // The resource changes between the driver's GET and its PATCH, once: the
+    // driver reads the ETag again and succeeds.
+    s.set_knobs(id, json!({"precondition_fail_times": 1})).await;
+    d.set_boot_once(BootDevice::Cd).await.unwrap();
+    assert_eq!(s.system(id).await["Boot"]["BootSourceOverrideTarget"], "Cd");
+    let c = s.counters().await;
+    assert_eq!(
+        (c["patches"][id].clone(), c["precondition_failed"].clone()),
+        (json!(3), json!(1)),
+        "{c}"
+    );
+    // Twice: it gives up and says why.
+    s.set_knobs(id, json!({"precondition_fail_times": 2})).await;
+    let e = d.set_boot_once(BootDevice::Disk).await.unwrap_err();
+    assert!(matches!(e, BmcError::Refused(_)), "{e:?}");
+    assert!(e.to_string().contains("412"), "{e}");
+    assert_eq!(s.system(id).await["Boot"]["BootSourceOverrideTarget"], "Cd");
+
+    // The next power on boots from it once.
+    d.power(PowerOp::On).await.unwrap();
+    s.wait_power(id, "On", LIMIT).await;
+    assert_eq!(
+        s.system(id).await["Boot"]["BootSourceOverrideEnabled"],
+        "Disabled"
+    );
+    assert_eq!(s.state(id).await["boots"][0]["device"], "Cd");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_logs_in_once_and_logs_out_at_close() {
+    let s = sim(2);
+    let d1 = s.driver("sys1", &[]);
+    let d2 = s.driver("sys2", &[("auth", "session")]);
+    for _ in 0..3 {
+        assert_eq!(d1.power_state().await.unwrap(), Power::Off);
+        assert_eq!(d2.power_state().await.unwrap(), Power::Off);
+    }
+    d1.power(PowerOp::On).await.unwrap();
+    let c = s.counters().await["sessions"].clone();
+    assert_eq!(
+        (c["created"].clone(), c["open"].clone()),
+        (json!(2), json!(2)),
+        "one session per driver: {c}"
+    );
+    d1.close().await;
+    d2.close().await;
+    let c = s.counters().await["sessions"].clone();
+    assert_eq!(
+        (c["deleted"].clone(), c["open"].clone()),
+        (json!(2), json!(0)),
+        "{c}"
+    );
+
+    // A BMC out of sessions: with auth = session the driver fails and says
+    // why; by default it falls back to basic auth.
+    s.set_bmc_knobs(json!({"session_limit": 0})).await;
+    let strict = s.driver("sys2", &[("auth", "session")]);
+    let e = strict.power_state().await.unwrap_err();
+    assert!(e.to_string().contains("simultaneous sessions"), "{e}");
+    let auto = s.driver("sys2", &[]);
+    assert_eq!(auto.power_state().await.unwrap(), Power::Off);
+    assert!(
+        s.counters().await["sessions"]["refused_limit"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+
+    // Wrong password: an Auth error with the BMC's words, no secret in it.
+    let mut ep = s.endpoint("sys1", &[]);
+    ep.password = rack_agent::bmc::Secret::new("Wr0ng-but-secret");
+    let d = rack_agent::bmc::redfish::RedfishBmc::connect("sys1", &ep).unwrap();
+    let e = d.power_state().await.unwrap_err();
+    assert!(matches!(e, BmcError::Auth(_)), "{e:?}");
+    assert!(!e.to_string().contains("Wr0ng-but-secret"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_follows_the_reset_task_until_it_ends() {
+    let s = Sim::start(SimOptions {
+        system_knobs: json!({"reset_response": 202, "task_min_ms": 1500}),
+        ..SimOptions::default()
+    });
+    let id = "sys1";
+    let d = s.driver(id, &[("task_timeout", "8s")]);
+    let t = Instant::now();
+    d.power(PowerOp::On).await.unwrap();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "returned before the task ended: {took:?}"
+    );
+    assert_eq!(s.power_state(id).await, "On");
+    let task = s.get_json("/redfish/v1/TaskService/Tasks/1").await;
+    assert_eq!(task["TaskState"], "Completed", "{task}");
+
+    // A graceful restart of a VM without an OS never ends: the driver's
+    // task_timeout says so.
+    s.wait_console(id, BIOS_BANNER, 1, LIMIT).await;
+    let e = d.power(PowerOp::GracefulRestart).await.unwrap_err();
+    assert!(matches!(e, BmcError::Timeout(_)), "{e:?}");
+    let task = s.get_json("/redfish/v1/TaskService/Tasks/2").await;
+    assert_eq!(task["TaskState"], "Running", "{task}");
+}
+
+// ---------------------------------------------------------------------------
+// With the bench guest (hil-tests/guest), which reacts to the ACPI power
+// button and says on its console when it boots and is ready.
+
+/// The guest is ready 2.4–8 s after a start on this machine; its README asks
+/// for a generous timeout.
+const GUEST_LIMIT: Duration = Duration::from_secs(120);
+const GUEST_BOOT: &str = "rack-guest: boot";
+const GUEST_READY: &str = "rack-guest: ready";
+const GUEST_CLEAN_OFF: &str = "rack-guest: power button: clean shutdown";
+
+fn acpi_sim(systems: u16) -> Sim {
+    Sim::start(SimOptions {
+        systems,
+        guest: Guest::Acpi,
+        ..SimOptions::default()
+    })
+}
+
+/// Powers `id` on and waits until the guest is ready (`OSRunning`).
+async fn power_on_guest(s: &Sim, id: &str) -> Value {
+    s.reset_expect(id, "On", 204).await;
+    s.wait_console(id, GUEST_READY, 1, GUEST_LIMIT).await;
+    s.wait_system(id, "OSRunning", GUEST_LIMIT, |sys| {
+        sys["BootProgress"]["LastState"] == "OSRunning"
+    })
+    .await
+    .0
+}
+
+/// Polls until the guest is running again after a restart that keeps the
+/// power on, asserting PowerState On at every read; returns the system and
+/// the BootProgress states seen on the way.
+async fn wait_warm_restart(s: &Sim, id: &str, before: &Value) -> (Value, Vec<String>) {
+    let started = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let sys = s.system(id).await;
+        assert_eq!(
+            sys["PowerState"],
+            "On",
+            "PowerState must stay On through a warm restart: {sys}\n{}",
+            s.log()
+        );
+        let state = str_of(&sys["BootProgress"]["LastState"]);
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        if sys["LastResetTime"] != before["LastResetTime"] && state == "OSRunning" {
+            return (sys, seen);
+        }
+        assert!(
+            started.elapsed() < GUEST_LIMIT,
+            "no restart to OSRunning within {GUEST_LIMIT:?}; states seen {seen:?}\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_restart_is_warm_with_the_acpi_guest() {
+    let s = acpi_sim(1);
+    let id = "sys1";
+    let before = power_on_guest(&s, id).await;
+    let pid = s.state(id).await["qemu_pid"].clone();
+
+    let t = Instant::now();
+    s.reset_expect(id, "GracefulRestart", 204).await;
+    let (after, seen) = wait_warm_restart(&s, id, &before).await;
+    eprintln!(
+        "warm GracefulRestart: OSRunning again after {:?}, BootProgress {seen:?}",
+        t.elapsed()
+    );
+    assert!(
+        seen.contains(&"SystemHardwareInitializationComplete".to_string()),
+        "BootProgress never went back to the start: {seen:?}"
+    );
+    assert!(str_of(&after["LastResetTime"]) > str_of(&before["LastResetTime"]));
+    // The guest shut down cleanly and booted once more, in the same QEMU.
+    let console = s.console(id);
+    assert_eq!(count(&console, GUEST_CLEAN_OFF), 1, "{console}");
+    assert_eq!(count(&console, GUEST_BOOT), 2, "{console}");
+    assert_eq!(count(&console, GUEST_READY), 2, "{console}");
+    let state = s.state(id).await;
+    assert_eq!(
+        state["qemu_pid"], pid,
+        "a warm restart keeps the VM: {state}"
+    );
+    assert_eq!(state["boots"][1]["cause"], "graceful_restart", "{state}");
+    assert!(state["pending"].is_null(), "{state}");
+
+    // The same request with the cold style, for contrast: Off in between,
+    // a new QEMU process.
+    s.set_knobs(id, json!({"graceful_restart": "cold", "cold_off_ms": 1500}))
+        .await;
+    s.reset_expect(id, "GracefulRestart", 204).await;
+    s.wait_power(id, "Off", GUEST_LIMIT).await;
+    s.wait_power(id, "On", GUEST_LIMIT).await;
+    s.wait_console(id, GUEST_READY, 3, GUEST_LIMIT).await;
+    let state = s.state(id).await;
+    assert!(
+        state["qemu_pid"].is_u64() && state["qemu_pid"] != pid,
+        "{state}"
+    );
+    assert_eq!(
+        state["boots"][2]["cause"], "graceful_restart_cold",
+        "{state}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_restart_and_graceful_shutdown_of_the_acpi_guest() {
+    let s = acpi_sim(1);
+    let id = "sys1";
+    let before = power_on_guest(&s, id).await;
+    assert_eq!(count(&s.console(id), GUEST_BOOT), 1);
+
+    // ForceRestart: no shutdown, one more boot, power On throughout.
+    s.reset_expect(id, "ForceRestart", 204).await;
+    wait_warm_restart(&s, id, &before).await;
+    let console = s.console(id);
+    assert_eq!(count(&console, GUEST_BOOT), 2, "{console}");
+    assert_eq!(count(&console, GUEST_CLEAN_OFF), 0, "{console}");
+
+    // GracefulShutdown with a task: it ends when the guest powered off.
+    s.set_knobs(id, json!({"reset_response": 202, "task_min_ms": 0}))
+        .await;
+    let resp = s.reset_expect(id, "GracefulShutdown", 202).await;
+    let monitor = resp.headers()["location"].to_str().unwrap().to_string();
+    s.wait_power(id, "Off", GUEST_LIMIT).await;
+    let (status, task) = json_of(s.get(&monitor).await).await;
+    assert_eq!(
+        (status, str_of(&task["TaskState"])),
+        (StatusCode::OK, "Completed".into()),
+        "{task}"
+    );
+    assert_eq!(count(&s.console(id), GUEST_CLEAN_OFF), 1);
+    let sys = s.system(id).await;
+    assert_eq!(sys["BootProgress"]["LastState"], "None", "{sys}");
+    assert!(s.state(id).await["qemu_pid"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_graceful_restart_of_the_acpi_guest() {
+    let s = acpi_sim(1);
+    let id = "sys1";
+    let d = s.driver(id, &[]);
+    d.power(PowerOp::On).await.unwrap();
+    s.wait_console(id, GUEST_READY, 1, GUEST_LIMIT).await;
+    let before = s
+        .wait_system(id, "OSRunning", GUEST_LIMIT, |sys| {
+            sys["BootProgress"]["LastState"] == "OSRunning"
+        })
+        .await
+        .0;
+    let marker = d.observe().await.unwrap().marker.expect("a marker");
+    d.power(PowerOp::GracefulRestart).await.unwrap();
+    wait_warm_restart(&s, id, &before).await;
+    let after = d.observe().await.unwrap();
+    assert_eq!(after.power, Power::On);
+    let now = after.marker.expect("a marker");
+    assert!(now.shows_restart_since(&marker), "{marker} → {now}");
+    assert_eq!(count(&s.console(id), GUEST_CLEAN_OFF), 1);
+    d.power(PowerOp::GracefulOff).await.unwrap();
+    s.wait_power(id, "Off", GUEST_LIMIT).await;
+    assert_eq!(d.power_state().await.unwrap(), Power::Off);
+    let c = s.counters().await;
+    assert_eq!(
+        c["resets"][id],
+        json!({"On": 1, "GracefulRestart": 1, "GracefulShutdown": 1}),
+        "{c}"
+    );
+}
+
+/// A marker read while the guest boots and one read once it runs, with no
+/// restart in between: the BMC's BootProgress moved forward within one boot
+/// (SystemHardwareInitializationComplete → OSBootStarted → OSRunning), as
+/// firmware's does, while LastResetTime stayed. That is not a restart. The
+/// engine confirms a SOFT/HARD reboot with `shows_restart_since`, so a reboot
+/// requested while the server is still booting would be "confirmed" by the
+/// boot that was already under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_marker_shows_no_restart_while_one_boot_progresses() {
+    let s = acpi_sim(1);
+    let id = "sys1";
+    let d = s.driver(id, &[]);
+    d.power(PowerOp::On).await.unwrap();
+    s.wait_power(id, "On", GUEST_LIMIT).await;
+    let booting = d.observe().await.unwrap().marker.expect("a marker");
+    assert_eq!(
+        booting.boot_progress.as_deref(),
+        Some("SystemHardwareInitializationComplete"),
+        "read too late: {booting}"
+    );
+    s.wait_console(id, GUEST_READY, 1, GUEST_LIMIT).await;
+    let running = s
+        .wait_system(id, "OSRunning", GUEST_LIMIT, |sys| {
+            sys["BootProgress"]["LastState"] == "OSRunning"
+        })
+        .await
+        .0;
+    let ready = d.observe().await.unwrap().marker.expect("a marker");
+    // No restart happened: one boot, the same LastResetTime.
+    assert_eq!(s.state(id).await["boots"].as_array().unwrap().len(), 1);
+    assert_eq!(ready.last_reset_time, booting.last_reset_time);
+    assert_eq!(
+        ready.last_reset_time.as_deref(),
+        running["LastResetTime"].as_str()
+    );
+    assert!(
+        !ready.shows_restart_since(&booting),
+        "one boot progressing is taken for a restart: {booting} → {ready}"
+    );
+}
