@@ -36,6 +36,7 @@ fi
 
 echo "bench: building (release)" >&2
 cargo build --release --quiet --bin rack-agent --bin rackctl --example bench
+cargo build --release --quiet -p bmc-sim   # the scale section's many-BMC simulator
 
 mkdir -p target/bench-runs
 run=$(mktemp -d "$repo/target/bench-runs/run.XXXXXX")
@@ -48,4 +49,5 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 "$bench" run --run-dir "$run" --repo "$repo" \
-    --agent "$repo/target/release/rack-agent" --rackctl "$repo/target/release/rackctl" "$@"
+    --agent "$repo/target/release/rack-agent" --rackctl "$repo/target/release/rackctl" \
+    --bmc-sim "$repo/target/release/bmc-sim" "$@"

@@ -760,7 +760,7 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
         }
     }
 
-    let daemon_note = format!("daemon: [fake_bmc] latency 0s, {n} servers, sync every 10 s; an accepted action is durable (SQLite WAL, synchronous=FULL) before its answer, then runs on the fake BMC (whose own journal adds an fsync per power command); each client on its own HTTP/2 connection; latency measured by the client, send to answer");
+    let daemon_note = format!("daemon: [fake_bmc] latency 0s, {n} servers, sync every 10 s; an accepted action is durable (SQLite WAL, synchronous=FULL) before its answer, then runs on the fake BMC; each client on its own HTTP/2 connection; latency measured by the client, send to answer");
     let cols = [
         ("accepted", "/s"),
         ("refused", "/s"),

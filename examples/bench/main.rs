@@ -102,6 +102,9 @@ struct RunArgs {
     /// The CLI binary.
     #[arg(long)]
     rackctl: PathBuf,
+    /// The many-BMC simulator (the scale section's real-protocol polling).
+    #[arg(long)]
+    bmc_sim: Option<PathBuf>,
     /// The repository (for hil-tests/ipmi).
     #[arg(long)]
     repo: PathBuf,
@@ -194,6 +197,7 @@ pub struct Ctx {
     pub sizes: Sizes,
     pub agent: PathBuf,
     pub rackctl: PathBuf,
+    pub bmc_sim: Option<PathBuf>,
     pub repo: PathBuf,
     pub run_dir: PathBuf,
     pub reaper: Arc<Reaper>,
@@ -269,6 +273,7 @@ async fn run(args: RunArgs) -> i32 {
         sizes,
         agent: args.agent.clone(),
         rackctl: args.rackctl.clone(),
+        bmc_sim: args.bmc_sim.clone().filter(|p| p.exists()),
         repo: args.repo.clone(),
         run_dir: args.run_dir.clone(),
         reaper: reaper.clone(),
