@@ -19,14 +19,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-
 # The IPMI contenders: ipmi_sim, FreeIPMI's ipmipower, ipmitool (the full HIL
-# setup in hil-tests/ipmi/setup.sh installs these too, plus QEMU).
+# setup in hil-tests/ipmi/setup.sh installs these too, plus QEMU, which the
+# bench's BMCs do not need).
 need=()
 command -v ipmi_sim >/dev/null || need+=(openipmi)
 command -v ipmipower >/dev/null || need+=(freeipmi-tools)
 command -v ipmitool >/dev/null || need+=(ipmitool)
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86) # start.sh checks for it
 if [ ${#need[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     export DEBIAN_FRONTEND=noninteractive

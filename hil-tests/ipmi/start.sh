@@ -37,7 +37,10 @@ case "$guest" in
     *) echo "start.sh: BMC_GUEST must be none or acpi, not '$guest'" >&2; exit 2 ;;
 esac
 
-for tool in ipmi_sim qemu-system-x86_64 python3; do
+# QEMU and python3 (QMP) only for BMCs whose power is a VM.
+tools=(ipmi_sim)
+[ "${BMC_POWER:-qemu}" = qemu ] && tools+=(qemu-system-x86_64 python3)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || {
         echo "start.sh: $tool not found; run hil-tests/ipmi/setup.sh first" >&2
         exit 1
