@@ -155,6 +155,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         timeouts: config.timeouts.clone(),
         sync: config.sync.clone(),
         event_retain: config.events.retain,
+        actions: config.actions.clone(),
         credentials_dir: config.credentials_dir(),
         secrets_dir: state_dir.join("secrets"),
         policy,

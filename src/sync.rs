@@ -87,6 +87,7 @@ mod tests {
                 timeouts: Timeouts::default(),
                 sync: sync.clone(),
                 event_retain: 100,
+                actions: Default::default(),
                 credentials_dir: "/nonexistent".into(),
                 secrets_dir: std::env::temp_dir()
                     .join(format!("rack-agent-test-{}", uuid::Uuid::new_v4())),

@@ -462,6 +462,7 @@ mod tests {
             timeouts: Default::default(),
             sync: Default::default(),
             event_retain: retain,
+            actions: Default::default(),
             credentials_dir: dir.path().into(),
             secrets_dir: dir.path().join("secrets"),
             policy: Default::default(),
