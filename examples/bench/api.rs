@@ -667,8 +667,12 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
     let ids: Vec<String> = (0..n).map(|i| format!("s-{i:05}")).collect();
     let watch_server = "watch-0".to_string();
     let mut servers_toml = String::new();
-    for id in ids.iter().chain(std::iter::once(&watch_server)) {
-        servers_toml.push_str(&daemon::server_entry(id, "ipmi", 623, ""));
+    // Each server its own BMC, as in a rack: the agent runs one operation at
+    // a time per BMC address, so servers sharing one would queue behind each
+    // other (fake BMCs: nothing listens on these ports).
+    for (i, id) in ids.iter().chain(std::iter::once(&watch_server)).enumerate() {
+        let port = 10_000 + i as u16;
+        servers_toml.push_str(&daemon::server_entry(id, "ipmi", port, ""));
     }
     let tables = "[timeouts]\npower_confirm = \"10s\"\nconfirm_poll = \"50ms\"\n\n[sync]\ninterval = \"10s\"\njitter = \"1s\"\n\n[fake_bmc]\nenabled = true\nlatency = \"0s\"\n";
     let servers = Arc::new(Servers {
