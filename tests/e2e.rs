@@ -1508,6 +1508,90 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         "bmc.options",
     );
 
+    // GetPowerStates (a fleet sweep): a bad id refuses the whole call naming
+    // server_ids; an unknown or removed server is that server's own result
+    // (the others are still answered), checked here as if it were the call's.
+    let sweep = |ids: Vec<String>| {
+        admin(pb::GetPowerStatesRequest {
+            server_ids: ids,
+            refresh: false,
+        })
+    };
+    t.row(
+        "GetPowerStates server_ids [\"\"]",
+        c.get_power_states(sweep(vec!["node-01".into(), String::new()]))
+            .await,
+        Code::InvalidArgument,
+        "server_ids",
+    );
+    t.row(
+        "GetPowerStates 64 KiB server_ids",
+        c.get_power_states(sweep(vec![big.clone()])).await,
+        Code::InvalidArgument,
+        "server_ids",
+    )
+    .never(&big[..65]);
+    t.row(
+        "GetPowerStates server_ids with a newline",
+        c.get_power_states(sweep(vec!["node-01\n".into()])).await,
+        Code::InvalidArgument,
+        "server_ids",
+    );
+    t.row(
+        "GetPowerStates server_ids not UTF-8",
+        raw_call(&d, "GetPowerStates", false, raw(Some(NOT_UTF8), None, None)).await,
+        Code::InvalidArgument,
+        "GetPowerStatesRequest.server_ids",
+    );
+    t.row(
+        "GetPowerStates 10,001 server_ids",
+        c.get_power_states(sweep((0..10_001).map(|i| format!("s{i}")).collect()))
+            .await,
+        Code::InvalidArgument,
+        "server_ids",
+    );
+    for (what, id) in [("unknown", "nope"), ("removed", "gone-1")] {
+        let got = c
+            .get_power_states(sweep(vec!["node-01".into(), id.into()]))
+            .await
+            .map(|r| {
+                let r = r.into_inner().results;
+                assert!(r[0].status.is_some(), "node-01 unanswered: {:?}", r[0]);
+                r
+            });
+        let got = match got {
+            Ok(r) if r[1].error_code != 0 => Err(tonic::Status::new(
+                Code::from_i32(r[1].error_code),
+                r[1].error.clone(),
+            )),
+            Ok(_) => Ok(tonic::Response::new(())),
+            Err(st) => Err(st),
+        };
+        t.row(
+            format!("GetPowerStates {what} (its result)"),
+            got,
+            Code::NotFound,
+            &format!("\"{id}\""),
+        );
+    }
+    // 10,000 ids of the longest allowed length fit (660 KB, over the 256 KiB
+    // that bounds every other request); 11,000 of them are over the size limit.
+    let long_ids = |n: usize| -> Vec<String> { (0..n).map(|i| format!("{i:064}")).collect() };
+    let r = c
+        .get_power_states(sweep(long_ids(10_000)))
+        .await
+        .expect("10,000 ids of 64 bytes are a valid sweep")
+        .into_inner()
+        .results;
+    assert_eq!(r.len(), 10_000);
+    assert!(r.iter().all(|x| x.error_code == Code::NotFound as i32));
+    t.row(
+        "GetPowerStates with 11,000 server_ids of 64 bytes (726 KB)",
+        c.get_power_states(sweep(long_ids(11_000))).await,
+        Code::ResourceExhausted,
+        "too large",
+    );
+
     c.reinstall(admin(reinstall("HTTPS://Images.Example:8443/rhel9.iso")))
         .await
         .expect("an upper-case scheme is a valid URL");
@@ -1556,6 +1640,18 @@ async fn identity_metadata_is_refused_from_a_certificate_that_may_not_assert_it(
         t.row(
             format!("{who} certificate + x-rackagent-roles only"),
             c.get_server(get(&[("x-rackagent-roles", "admin")])).await,
+            Code::PermissionDenied,
+            "x-rackagent-roles",
+        );
+        // A sweep without ids reads every server the caller may read: the
+        // same refusal there.
+        let mut sweep = tonic::Request::new(pb::GetPowerStatesRequest::default());
+        sweep
+            .metadata_mut()
+            .insert("x-rackagent-roles", "admin".parse().unwrap());
+        t.row(
+            format!("{who} certificate + x-rackagent-roles on GetPowerStates"),
+            c.get_power_states(sweep).await,
             Code::PermissionDenied,
             "x-rackagent-roles",
         );

@@ -61,9 +61,6 @@ impl Service {
     }
 }
 
-/// Most servers one GetPowerStates call may name.
-const MAX_SWEEP: usize = 10_000;
-
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -313,9 +310,10 @@ impl RackAgent for Service {
     ) -> Result<Response<pb::GetPowerStatesResponse>, Status> {
         let (caller, engine) = self.begin(&req)?;
         let r = req.into_inner();
-        if r.server_ids.len() > MAX_SWEEP {
+        if r.server_ids.len() > super::limits::MAX_SWEEP {
             return Err(Status::invalid_argument(format!(
-                "server_ids: at most {MAX_SWEEP} per call, not {}",
+                "server_ids: at most {} per call, not {}",
+                super::limits::MAX_SWEEP,
                 r.server_ids.len()
             )));
         }
