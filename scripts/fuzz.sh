@@ -3,18 +3,21 @@
 # on the stable toolchain: no nightly, no sanitizer, no cargo-fuzz needed.
 # The targets are in fuzz/ (README, "Fuzzing").
 #
-#   scripts/fuzz.sh ci                      build, then every target for FUZZ_SECONDS (default 8) each
+#   scripts/fuzz.sh ci                      build, then every target for FUZZ_SECONDS (default 8) each,
+#                                           FUZZ_JOBS (default: the number of cores) at a time
 #   scripts/fuzz.sh run [TARGET...] [-- ARGS]   every (or each named) target for FUZZ_SECONDS
-#                                           (default 600) each; ARGS go to libFuzzer
+#                                           (default 600) each, FUZZ_JOBS (default 1) at a
+#                                           time; ARGS go to libFuzzer
 #   scripts/fuzz.sh repro TARGET FILE       run one input (a crash artifact) through TARGET
 #   scripts/fuzz.sh minimize TARGET FILE    shrink a crashing input
 #   scripts/fuzz.sh cmin TARGET             shrink TARGET's working corpus to the inputs that add coverage
 #   scripts/fuzz.sh build | list
 #
-# Builds go to FUZZ_TARGET_DIR (default: target/ of this tree; `ci` keeps a
-# cache in /var/tmp/rack-agent-fuzz-target so that a second run rebuilds only
-# the agent). The working corpus is fuzz/corpus/TARGET (not committed; `ci`
-# starts from the seeds in a temporary one that it deletes). The committed
+# Builds go to FUZZ_TARGET_DIR (default: target/ of this tree); `ci` builds
+# in target/release with only the agent's crates instrumented, reusing the
+# dependencies of the release build (scripts/fuzz-rustc.sh). The working
+# corpus is fuzz/corpus/TARGET (not committed; `ci` starts from the seeds in
+# a temporary one that it deletes). The committed
 # seeds (fuzz/seeds, fuzz/regressions, the Redfish fixtures and the shipped
 # config files) are read, never written. A crash is saved in
 # fuzz/artifacts/TARGET/ and fails the run.
@@ -27,16 +30,45 @@ PROFILE=fuzz
 
 # What `cargo fuzz build --sanitizer none` passes, all of it stable: SanitizerCoverage
 # edge counters and comparison tracing for libFuzzer, and `cfg(fuzzing)`.
-# Overflow checks and debug assertions come from the `fuzz` profile.
-export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
+SANCOV="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
+BIN_DIR="${CARGO_TARGET_DIR:-target}/$HOST/$PROFILE"
 
-bin_dir() { echo "${CARGO_TARGET_DIR:-target}/$HOST/$PROFILE"; }
+bin_dir() { echo "$BIN_DIR"; }
 
+# libfuzzer-sys compiles libFuzzer (C++): a machine with only gcc gets g++.
+need_cxx() {
+  command -v c++ >/dev/null 2>&1 && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "==> installing g++ (libFuzzer is C++)"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends g++ ||
+    { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends g++; }
+}
+
+# The build for long runs: every crate instrumented (the parsers of serde_json
+# and toml guide the fuzzer too), the `fuzz` profile (optimised, overflow
+# checks and debug assertions on). --target keeps the instrumentation off
+# build scripts and proc macros.
 build() {
-  # --target keeps the instrumentation off build scripts and proc macros.
+  need_cxx
   echo "==> building the fuzz targets ($PROFILE profile, libFuzzer, $HOST)"
   local started=$SECONDS
-  cargo build -p rack-agent-fuzz --features libfuzzer --bins --target "$HOST" --profile "$PROFILE"
+  RUSTFLAGS="$SANCOV" cargo build -p rack-agent-fuzz --features libfuzzer --bins \
+    --target "$HOST" --profile "$PROFILE"
+  echo "    built in $((SECONDS - started)) s"
+}
+
+# The build for the short run in CI: only the workspace's crates instrumented
+# (scripts/fuzz-rustc.sh), in the release profile of target/, so that every
+# dependency is the one the .deb and the benchmark smoke run already built.
+quick_build() {
+  need_cxx
+  echo "==> building the fuzz targets (release profile, the agent instrumented)"
+  local started=$SECONDS
+  FUZZ_RUSTFLAGS="$SANCOV" RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/fuzz-rustc.sh" \
+    cargo build -p rack-agent-fuzz --features libfuzzer --bins --release
+  BIN_DIR="${CARGO_TARGET_DIR:-target}/release"
   echo "    built in $((SECONDS - started)) s"
 }
 
@@ -90,6 +122,7 @@ fuzz_one() {
   rm -f "$log"
 }
 
+# Each target in turn, FUZZ_JOBS (default 1) at a time.
 fuzz_all() {
   local secs=$1
   shift
@@ -104,9 +137,17 @@ fuzz_all() {
     shift
   done
   [ ${#names[@]} -gt 0 ] || names=("${TARGETS[@]}")
-  local failed=0
+  local failed=0 pids=()
   for t in "${names[@]}"; do
-    fuzz_one "$t" "$secs" "${extra[@]}" || failed=1
+    fuzz_one "$t" "$secs" "${extra[@]}" &
+    pids+=($!)
+    if [ ${#pids[@]} -ge "${FUZZ_JOBS:-1}" ]; then
+      wait "${pids[0]}" || failed=1
+      pids=("${pids[@]:1}")
+    fi
+  done
+  for p in "${pids[@]}"; do
+    wait "$p" || failed=1
   done
   return $failed
 }
@@ -117,12 +158,11 @@ case $cmd in
   list) printf '%s\n' "${TARGETS[@]}" ;;
   build) build ;;
   ci)
-    export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-/var/tmp/rack-agent-fuzz-target}
-    build
+    quick_build
     CORPUS_ROOT=$(mktemp -d)
     trap 'rm -rf "$CORPUS_ROOT"' EXIT
     started=$SECONDS
-    fuzz_all "${FUZZ_SECONDS:-8}"
+    FUZZ_JOBS=${FUZZ_JOBS:-$(nproc)} fuzz_all "${FUZZ_SECONDS:-8}"
     echo "    fuzzed in $((SECONDS - started)) s"
     ;;
   run)
@@ -156,7 +196,7 @@ case $cmd in
     echo "fuzz/corpus/$1: $(find "fuzz/corpus/$1" -type f | wc -l) files"
     ;;
   *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
