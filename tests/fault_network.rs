@@ -1,0 +1,281 @@
+//! Issue 11, case 1: a lossy network between the daemon and its BMCs.
+//!
+//! The real daemon, driven through gRPC, talks to `ipmi_sim` (QEMU VMs behind
+//! it) and to rfsim through relays of our own (`fault_support/relay.rs`):
+//! 30 % loss and 150–250 ms of one-way delay, a relay that drops every answer
+//! to one command, and one that duplicates and reorders datagrams. What a
+//! control plane would check: every action completes, or fails after its
+//! budget with a reason that says what happened. What the BMC side says is
+//! the judge: ipmi_sim's chassis_control call log (`set reset` per reset
+//! executed), the VM's serial console (a SeaBIOS banner per boot), rfsim's
+//! reset and boot counters — never a duplicate reset.
+//!
+//! Each test prints its `FAULT_SEED`; set it to replay a failure.
+
+mod common;
+mod fault_support;
+#[path = "ipmi_bench/mod.rs"]
+mod ipmi_bench;
+mod redfish_sim;
+
+use std::time::Duration;
+
+use common::{start_daemon, write_secret};
+use fault_support::relay::{self, Dir, Faults, IpmiKind, UdpRelay};
+use fault_support::*;
+use ipmi_bench::{count, Bench, PASSWORD};
+use rack_agent::proto as pb;
+
+const SERVER: &str = "n1";
+/// A SeaBIOS banner on the console: one per boot of the VM.
+const BOOT: &str = "SeaBIOS (version";
+
+fn boots(bench: &Bench) -> usize {
+    count(&bench.serial_log(0), BOOT)
+}
+
+/// Resets ipmi_sim carried out (its chassis_control program's call log).
+fn resets(bench: &Bench) -> usize {
+    bench.calls(0).matches("set reset").count()
+}
+
+/// The reasons a failed action may give on a lossy link: each says what
+/// happened at the BMC, or that nothing answered.
+fn clear_failure(a: &pb::Action) -> bool {
+    let m = &a.message;
+    [
+        "did not answer within",
+        "not re-sent because the BMC may have executed it",
+        "did not report power",
+    ]
+    .iter()
+    .any(|r| m.contains(r))
+}
+
+/// 30 % loss and 150–250 ms each way, to ipmi_sim: every action ends
+/// within its budget, succeeded or failed with the reason; each HARD reboot
+/// reset the VM at most once, and exactly once when it succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_over_a_lossy_link_completes_or_fails_with_the_reason_never_resetting_twice() {
+    let seed = Seed::new("fault_network", "ipmi_over_a_lossy_link");
+    let bench = Bench::start(1);
+    let relay = UdpRelay::start(
+        format!("127.0.0.1:{}", bench.port(0)).parse().unwrap(),
+        seed.value,
+        Faults::lossy(),
+        relay::pass_all(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", PASSWORD);
+    // Per attempt 1 s (a round trip is 300–500 ms), six re-sends: an
+    // idempotent exchange is lost with probability 0.51^7 < 1 %.
+    let config = format!(
+        "{}{}",
+        settings("40s", "20s", 3),
+        server(
+            SERVER,
+            "ipmi",
+            relay.port,
+            "bmc.pass",
+            "timeout = \"1s\", retries = \"6\""
+        )
+    );
+    let daemon = start_daemon(dir.path(), &config);
+    let mut c = daemon.client().await;
+    let report = || {
+        format!(
+            "relay: {}\nrecent datagrams:\n{}\nchassis_control calls:\n{}\ndaemon log:\n{}",
+            relay.stats.summary(),
+            relay.stats.history(),
+            bench.calls(0),
+            ipmi_bench::tail(&daemon.log(), 60)
+        )
+    };
+    wait_known(&mut c, SERVER, Duration::from_secs(60)).await;
+
+    // An action's worst case: its reads and commands, each up to 7 attempts
+    // (and a new session), and the confirmation wait.
+    let budget = Duration::from_secs(90);
+    let mut succeeded = 0;
+    let mut kinds = vec!["start"];
+    kinds.extend(["hard"; 4]);
+    kinds.push("stop");
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let (resets_before, boots_before) = (resets(&bench), boots(&bench));
+        let id = match kind {
+            "start" => start(&mut c, SERVER).await,
+            "stop" => stop(&mut c, SERVER, true).await,
+            _ => hard_reboot(&mut c, SERVER).await,
+        };
+        let (a, took) = run(&mut c, id, budget).await;
+        // Datagrams still in flight reach the BMC within a delay or two.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let did = resets(&bench) - resets_before;
+        eprintln!(
+            "action {i} ({kind}) in {took:?}, {did} reset(s): {}",
+            story(&a)
+        );
+        match state(&a) {
+            pb::ActionState::Succeeded => succeeded += 1,
+            pb::ActionState::Failed => assert!(
+                clear_failure(&a),
+                "action {i} failed without a clear reason:\n{}\n{}",
+                story(&a),
+                report()
+            ),
+            other => panic!("action {i} ended {other:?}:\n{}", story(&a)),
+        }
+        if kind == "hard" {
+            assert!(
+                did <= 1,
+                "HARD reboot {i} reset the VM {did} times:\n{}\n{}",
+                story(&a),
+                report()
+            );
+            if state(&a) == pb::ActionState::Succeeded {
+                assert_eq!(did, 1, "HARD reboot {i} succeeded without a reset");
+            }
+            if !sent(&a, "hard_reset") {
+                assert_eq!(did, 0, "a reset that was never sent:\n{}", story(&a));
+            }
+            // Every reset the BMC executed is a boot on the console.
+            eventually(
+                "the reset's boot on the console",
+                Duration::from_secs(20),
+                || boots(&bench) >= boots_before + did,
+            )
+            .await;
+        } else {
+            assert_eq!(did, 0, "{kind} reset the VM:\n{}", story(&a));
+        }
+        // The next action needs a server the agent considers idle.
+        wait_known(&mut c, SERVER, Duration::from_secs(60)).await;
+    }
+    assert!(succeeded >= 1, "no action succeeded:\n{}", report());
+    let lost = relay.stats.to_bmc.get(&relay.stats.to_bmc.lost)
+        + relay.stats.to_daemon.get(&relay.stats.to_daemon.lost);
+    assert!(
+        lost > 0,
+        "the relay lost nothing: {}",
+        relay.stats.summary()
+    );
+    // Boots: one per power on and one per reset, no more.
+    let starts = bench.calls(0).matches("set power 1").count();
+    assert_eq!(
+        boots(&bench),
+        starts + resets(&bench),
+        "boots on the console vs power ons and resets:\n{}",
+        report()
+    );
+    eprintln!("relay: {}", relay.stats.summary());
+    if std::env::var("FAULT_VERBOSE").is_ok() {
+        eprintln!("{}", report());
+    }
+    drop(seed);
+}
+
+/// A relay that loses the first answer of each kind in every session: the
+/// Open Session Response, RAKP 2, RAKP 4, the first Get Chassis Status
+/// answer... Each one is recovered by re-sending, and the actions succeed.
+/// (Found: a lost RAKP 4 was fatal — ipmi_sim answers the re-sent RAKP 3
+/// inside the new session, integrity-protected, and the driver dropped that
+/// answer as "authenticated packet outside a session" until it gave up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_recovers_when_the_first_answer_of_each_kind_is_lost() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    let seed = Seed::new("fault_network", "ipmi_recovers_when_the_first_answer");
+    let bench = Bench::start(1);
+    // Kinds answered so far in the current session (set-up included), and
+    // the tag of its Open Session Request (a re-sent one keeps its tag).
+    let answered: Arc<Mutex<(Option<u8>, HashSet<String>)>> = Arc::default();
+    let a = answered.clone();
+    let filter: relay::Filter = Arc::new(move |dir, d| {
+        let Some(kind) = relay::ipmi_kind(d) else {
+            return true;
+        };
+        let (tag, seen) = &mut *a.lock().unwrap();
+        match dir {
+            Dir::ToBmc => {
+                if kind == IpmiKind::Setup(0x10) && *tag != Some(d[16]) {
+                    *tag = Some(d[16]);
+                    seen.clear();
+                }
+                true
+            }
+            // The kind without the completion code: one loss per command.
+            Dir::ToDaemon => {
+                seen.insert(match kind {
+                    IpmiKind::Message { netfn, cmd, .. } => format!("{netfn:#x}/{cmd:#x}"),
+                    other => other.name(),
+                }) == false
+            }
+        }
+    });
+    let relay = UdpRelay::start(
+        format!("127.0.0.1:{}", bench.port(0)).parse().unwrap(),
+        seed.value,
+        Faults::none(),
+        filter,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", PASSWORD);
+    // Cipher suite 2 (integrity, no encryption): the relay reads the commands.
+    let config = format!(
+        "{}{}",
+        settings("20s", "20s", 3),
+        server(
+            SERVER,
+            "ipmi",
+            relay.port,
+            "bmc.pass",
+            "cipher_suite = \"2\", timeout = \"500ms\", retries = \"3\""
+        )
+    );
+    let daemon = start_daemon(dir.path(), &config);
+    let mut c = daemon.client().await;
+    let report = || {
+        format!(
+            "relay: {}\n{}\ndaemon log:\n{}",
+            relay.stats.summary(),
+            relay.stats.history(),
+            ipmi_bench::tail(&daemon.log(), 40)
+        )
+    };
+    let _report = OnFailure(report);
+    let known = tokio::time::timeout(
+        Duration::from_secs(20),
+        wait_known(&mut c, SERVER, Duration::from_secs(20)),
+    )
+    .await;
+    assert!(known.is_ok(), "the power was never read:\n{}", report());
+    for (what, id) in [("start", start(&mut c, SERVER).await)] {
+        let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+        assert_eq!(
+            state(&a),
+            pb::ActionState::Succeeded,
+            "{what}: {}\n{}",
+            story(&a),
+            report()
+        );
+    }
+    eventually("the VM's first boot", Duration::from_secs(20), || {
+        boots(&bench) == 1
+    })
+    .await;
+    let id = stop(&mut c, SERVER, true).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(
+        state(&a),
+        pb::ActionState::Succeeded,
+        "stop: {}\n{}",
+        story(&a),
+        report()
+    );
+    let filtered = relay.stats.to_daemon.get(&relay.stats.to_daemon.filtered);
+    assert!(filtered >= 5, "only {filtered} answers lost:\n{}", report());
+    assert_eq!(boots(&bench), 1);
+    drop(seed);
+}
