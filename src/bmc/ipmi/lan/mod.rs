@@ -20,8 +20,8 @@
 //!   session ID is ours, its session sequence number is new (16-packet
 //!   window), and its NetFn/command/rqSeq match the request;
 //! - a lost RAKP 4 is recovered: the re-sent RAKP 3 may be answered inside
-//!   the just-activated session (integrity-protected), which is accepted
-//!   once its integrity code verifies;
+//!   the just-activated session (integrity-protected, maybe encrypted),
+//!   which is accepted once its integrity code verifies;
 //! - `close` sends Close Session.
 
 pub mod packet;
@@ -148,8 +148,9 @@ async fn send_and_wait<T>(
 /// `session`: the console session ID and the keys the session will have,
 /// for the last step. A BMC that already activated the session when a
 /// re-sent RAKP 3 arrives (its RAKP 4 was lost) may answer inside the
-/// session, integrity-protected with K1 — ipmi_sim 2.0.33 does. Such an
-/// answer is accepted once its integrity code verifies.
+/// session, integrity-protected with K1 and, in an encrypting session,
+/// encrypted — ipmi_sim 2.0.33 does. Such an answer is accepted once its
+/// integrity code verifies (and it decrypts), with any of the keys given.
 async fn handshake_step(
     sock: &UdpSocket,
     request_type: u8,
@@ -157,16 +158,17 @@ async fn handshake_step(
     tag: u8,
     body: &[u8],
     retry: Retry,
-    session: Option<(u32, &Security)>,
+    session: Option<(u32, &[Security])>,
 ) -> Result<Vec<u8>, LanError> {
     let pkt = packet::encode(request_type, 0, 0, body, &Security::default(), [0; 16]);
     let started = Instant::now();
     for _ in 0..retry.attempts {
         let got = send_and_wait(sock, &pkt, retry.per_attempt, |d| {
             let inb = packet::decode(d, &Security::default()).ok().or_else(|| {
-                let (sid, sec) = session?;
-                let inb = packet::decode(d, sec).ok()?;
-                (inb.authenticated && inb.session_id == sid).then_some(inb)
+                let (sid, keys) = session?;
+                keys.iter()
+                    .filter_map(|sec| packet::decode(d, sec).ok())
+                    .find(|inb| inb.authenticated && inb.session_id == sid)
             })?;
             (inb.payload_type == want && inb.payload.first() == Some(&tag)).then_some(inb.payload)
         })
@@ -294,11 +296,14 @@ impl Session {
             integrity: (suite.integrity != 0).then_some(k1),
             confidentiality: (suite.confidentiality != 0).then_some(aes_key),
         };
-        // Such an answer is authenticated but not encrypted.
-        let answer_sec = Security {
-            integrity: sec.integrity,
-            confidentiality: None,
-        };
+        // Such an answer is authenticated, and may or may not be encrypted.
+        let answer_keys = [
+            sec.clone(),
+            Security {
+                integrity: sec.integrity,
+                confidentiality: None,
+            },
+        ];
 
         // RAKP 3 / 4.
         let tag = tag.wrapping_add(1);
@@ -310,7 +315,7 @@ impl Session {
             tag,
             &body,
             retry,
-            Some((console_sid, &answer_sec)),
+            Some((console_sid, &answer_keys)),
         )
         .await?;
         let r4 = rakp::decode_rakp4(&p)?;
