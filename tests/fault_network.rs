@@ -286,3 +286,226 @@ async fn first_answers_lost(bench: &Bench, seed: u64, suite: &str) {
     );
     assert_eq!(boots(bench), boots_before + 1);
 }
+
+/// How many Resets of `kind` rfsim accepted for sys1, and how many boots
+/// its VM made.
+async fn rf_resets(sim: &redfish_sim::Sim, kind: &str) -> u64 {
+    sim.counters().await["resets"]["sys1"][kind]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn rf_boots(sim: &redfish_sim::Sim) -> usize {
+    sim.state("sys1").await["boots"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// The same over Redfish: rfsim behind a TCP relay that delays every chunk
+/// by 150–250 ms, makes 30 % of them wait a retransmission timeout, and cuts
+/// 2 % of connections mid-stream. Every action ends within its budget; a
+/// HARD reboot is at most one ForceRestart at the BMC, exactly one when it
+/// succeeded, and every reset is one boot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_over_a_lossy_link_completes_or_fails_with_the_reason_never_resetting_twice() {
+    use redfish_sim::{Sim, SimOptions};
+    let seed = Seed::new("fault_network", "redfish_over_a_lossy_link");
+    let sim = Sim::start(SimOptions::default());
+    let relay = relay::TcpRelay::start(
+        format!("127.0.0.1:{}", sim.port).parse().unwrap(),
+        seed.value,
+        Faults {
+            cut: 0.02,
+            ..Faults::lossy()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "rf.pass", &sim.password);
+    let config = format!(
+        "{}{}",
+        settings("40s", "20s", 3),
+        server(
+            SERVER,
+            "redfish",
+            relay.port,
+            "rf.pass",
+            &format!(
+                "system_id = \"sys1\", ca_file = \"{}\", request_timeout = \"6s\", \
+                 task_timeout = \"6s\", retries = \"4\"",
+                sim.cert().display()
+            )
+        )
+    );
+    let daemon = start_daemon(dir.path(), &config);
+    let mut c = daemon.client().await;
+    let report = || {
+        format!(
+            "relay: {} ({} connections)\n{}\nrfsim log:\n{}\ndaemon log:\n{}",
+            relay.stats.summary(),
+            relay.connections.load(std::sync::atomic::Ordering::SeqCst),
+            relay.stats.history(),
+            ipmi_bench::tail(&sim.log(), 40),
+            ipmi_bench::tail(&daemon.log(), 60)
+        )
+    };
+    let _report = OnFailure(report);
+    wait_known(&mut c, SERVER, Duration::from_secs(60)).await;
+
+    let budget = Duration::from_secs(90);
+    let mut succeeded = 0;
+    let mut kinds = vec!["start"];
+    kinds.extend(["hard"; 4]);
+    kinds.push("stop");
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let (resets_before, boots_before) =
+            (rf_resets(&sim, "ForceRestart").await, rf_boots(&sim).await);
+        let id = match kind {
+            "start" => start(&mut c, SERVER).await,
+            "stop" => stop(&mut c, SERVER, true).await,
+            _ => hard_reboot(&mut c, SERVER).await,
+        };
+        let (a, took) = run(&mut c, id, budget).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let did = rf_resets(&sim, "ForceRestart").await - resets_before;
+        eprintln!(
+            "action {i} ({kind}) in {took:?}, {did} reset(s): {}",
+            story(&a)
+        );
+        match state(&a) {
+            pb::ActionState::Succeeded => succeeded += 1,
+            pb::ActionState::Failed => assert!(
+                clear_failure(&a),
+                "action {i} failed without a clear reason:\n{}",
+                story(&a)
+            ),
+            other => panic!("action {i} ended {other:?}:\n{}", story(&a)),
+        }
+        if kind == "hard" {
+            assert!(
+                did <= 1,
+                "HARD reboot {i}: {did} ForceRestarts:\n{}",
+                story(&a)
+            );
+            if state(&a) == pb::ActionState::Succeeded {
+                assert_eq!(did, 1, "HARD reboot {i} succeeded without a reset");
+                assert!(a.message.contains("restart seen"), "{}", story(&a));
+            }
+            if !sent(&a, "hard_reset") {
+                assert_eq!(did, 0, "a reset that was never sent:\n{}", story(&a));
+            }
+            assert_eq!(
+                rf_boots(&sim).await,
+                boots_before + did as usize,
+                "boots after HARD reboot {i}"
+            );
+        } else {
+            assert_eq!(did, 0, "{kind} reset the VM:\n{}", story(&a));
+        }
+        wait_known(&mut c, SERVER, Duration::from_secs(60)).await;
+    }
+    assert!(succeeded >= 1, "no action succeeded");
+    eprintln!("relay: {}", relay.stats.summary());
+    drop(seed);
+}
+
+/// A relay that duplicates 30 % of the BMC's answers and holds 30 % of the
+/// datagrams each way back by 300 ms, so that later ones overtake them (no
+/// loss): every action succeeds, and each HARD reboot is exactly one reset
+/// and one boot — a duplicated or late answer is never taken for the answer
+/// to another request.
+///
+/// Requests are not duplicated: ipmi_sim 2.0.33 executes a duplicated
+/// request datagram twice (it does not reject a session sequence number it
+/// has already seen), so a network that duplicates a hard reset makes that
+/// BMC reset twice whatever the client does (hil-tests/FAULTS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_with_duplicated_and_reordered_datagrams_resets_once_per_reboot() {
+    let seed = Seed::new("fault_network", "ipmi_with_duplicated_and_reordered");
+    let bench = Bench::start(1);
+    let reorder = Faults {
+        delay: Duration::from_millis(20),
+        jitter: Duration::from_millis(30),
+        reorder: 0.3,
+        hold: Duration::from_millis(300),
+        ..Faults::none()
+    };
+    let relay = UdpRelay::start_each(
+        format!("127.0.0.1:{}", bench.port(0)).parse().unwrap(),
+        seed.value,
+        reorder,
+        Faults {
+            duplicate: 0.3,
+            ..reorder
+        },
+        relay::pass_all(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", PASSWORD);
+    let config = format!(
+        "{}{}",
+        settings("20s", "20s", 3),
+        server(
+            SERVER,
+            "ipmi",
+            relay.port,
+            "bmc.pass",
+            "timeout = \"1s\", retries = \"3\""
+        )
+    );
+    let daemon = start_daemon(dir.path(), &config);
+    let mut c = daemon.client().await;
+    let report = || {
+        format!(
+            "relay: {}\n{}\nchassis_control calls:\n{}\ndaemon log:\n{}",
+            relay.stats.summary(),
+            relay.stats.history(),
+            bench.calls(0),
+            ipmi_bench::tail(&daemon.log(), 60)
+        )
+    };
+    let _report = OnFailure(report);
+    wait_known(&mut c, SERVER, Duration::from_secs(30)).await;
+    let mut kinds = vec!["start"];
+    kinds.extend(["hard"; 3]);
+    kinds.push("stop");
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let (resets_before, boots_before) = (resets(&bench), boots(&bench));
+        let id = match kind {
+            "start" => start(&mut c, SERVER).await,
+            "stop" => stop(&mut c, SERVER, true).await,
+            _ => hard_reboot(&mut c, SERVER).await,
+        };
+        let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+        assert_eq!(
+            state(&a),
+            pb::ActionState::Succeeded,
+            "action {i} ({kind}):\n{}",
+            story(&a)
+        );
+        // Late copies reach the BMC within the hold time.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let want = usize::from(kind == "hard");
+        assert_eq!(resets(&bench) - resets_before, want, "action {i} ({kind})");
+        if kind != "stop" {
+            eventually("the boot on the console", Duration::from_secs(20), || {
+                boots(&bench) >= boots_before + 1
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(boots(&bench), boots_before + 1, "action {i} ({kind})");
+        }
+        wait_known(&mut c, SERVER, Duration::from_secs(30)).await;
+    }
+    let (dup, held) = (
+        relay.stats.to_daemon.get(&relay.stats.to_daemon.duplicated),
+        relay.stats.to_bmc.get(&relay.stats.to_bmc.held),
+    );
+    assert!(
+        dup > 0 && held > 0,
+        "nothing was duplicated or held back: {}",
+        relay.stats.summary()
+    );
+    drop(seed);
+}

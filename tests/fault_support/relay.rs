@@ -350,7 +350,19 @@ pub struct UdpRelay {
 }
 
 impl UdpRelay {
+    /// The same faults both ways.
     pub async fn start(bmc: SocketAddr, seed: u64, faults: Faults, filter: Filter) -> UdpRelay {
+        UdpRelay::start_each(bmc, seed, faults, faults, filter).await
+    }
+
+    /// `to_bmc` for requests, `to_daemon` for answers.
+    pub async fn start_each(
+        bmc: SocketAddr,
+        seed: u64,
+        to_bmc: Faults,
+        to_daemon: Faults,
+        filter: Filter,
+    ) -> UdpRelay {
         let bind: SocketAddr = if bmc.is_ipv4() {
             "127.0.0.1:0".parse().unwrap()
         } else {
@@ -361,8 +373,8 @@ impl UdpRelay {
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let blackhole = Arc::new(AtomicBool::new(false));
-        let up = Arc::new(Dice::new(seed, Dir::ToBmc, faults));
-        let down = Arc::new(Dice::new(seed, Dir::ToDaemon, faults));
+        let up = Arc::new(Dice::new(seed, Dir::ToBmc, to_bmc));
+        let down = Arc::new(Dice::new(seed, Dir::ToDaemon, to_daemon));
         let (s, st, bh) = (stats.clone(), stop.clone(), blackhole.clone());
         let task = tokio::spawn(async move {
             // One back socket per daemon socket, like a NAT: answers go back
