@@ -509,3 +509,140 @@ async fn ipmi_with_duplicated_and_reordered_datagrams_resets_once_per_reboot() {
     );
     drop(seed);
 }
+
+/// A relay that drops every answer to one command. Chassis Control: a
+/// HARD reboot and a PXE reinstall each send their reset / power cycle once,
+/// never again, and fail saying so — and the BMC carried each out exactly
+/// once. Get Chassis Status: the power becomes UNKNOWN and a HARD reboot
+/// fails at its first read, sending nothing. With the relay healed, the next
+/// HARD reboot succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_with_every_answer_to_one_command_lost_resets_at_most_once() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    let seed = Seed::new(
+        "fault_network",
+        "ipmi_with_every_answer_to_one_command_lost",
+    );
+    let bench = Bench::start(1);
+    // The command whose answers are dropped (NetFn Chassis), 0 for none.
+    let drop_cmd = Arc::new(AtomicU8::new(0));
+    let d = drop_cmd.clone();
+    let filter: relay::Filter = Arc::new(move |dir, p| {
+        let cmd = d.load(Ordering::SeqCst);
+        !(dir == Dir::ToDaemon && cmd != 0 && relay::ipmi_kind(p).is_some_and(|k| k.is(0x00, cmd)))
+    });
+    let relay = UdpRelay::start(
+        format!("127.0.0.1:{}", bench.port(0)).parse().unwrap(),
+        seed.value,
+        Faults::none(),
+        filter,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", PASSWORD);
+    // Cipher suite 2: the relay reads the commands.
+    let config = format!(
+        "{}{}",
+        settings("20s", "20s", 2),
+        server(
+            SERVER,
+            "ipmi",
+            relay.port,
+            "bmc.pass",
+            "cipher_suite = \"2\", timeout = \"500ms\", retries = \"2\""
+        )
+    );
+    let daemon = start_daemon(dir.path(), &config);
+    let mut c = daemon.client().await;
+    let report = || {
+        format!(
+            "relay: {}\n{}\nchassis_control calls:\n{}\ndaemon log:\n{}",
+            relay.stats.summary(),
+            relay.stats.history(),
+            bench.calls(0),
+            ipmi_bench::tail(&daemon.log(), 60)
+        )
+    };
+    let _report = OnFailure(report);
+    let calls = |what: &str| bench.calls(0).matches(what).count();
+    wait_known(&mut c, SERVER, Duration::from_secs(30)).await;
+    let id = start(&mut c, SERVER).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    eventually("the first boot", Duration::from_secs(20), || {
+        boots(&bench) == 1
+    })
+    .await;
+
+    // Chassis Control answers lost.
+    drop_cmd.store(0x02, Ordering::SeqCst);
+    let id = hard_reboot(&mut c, SERVER).await;
+    let (a, took) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Failed, "{}", story(&a));
+    assert!(
+        a.message.contains("no answer to chassis control HardReset")
+            && a.message
+                .contains("not re-sent because the BMC may have executed it"),
+        "{}",
+        story(&a)
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    eventually("the reset's boot", Duration::from_secs(20), || {
+        boots(&bench) == 2
+    })
+    .await;
+    assert_eq!(calls("set reset"), 1, "resets at the BMC");
+
+    let (cycles_before, boots_before) = (calls("set power 0"), boots(&bench));
+    let id = reinstall_pxe(&mut c, SERVER).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Failed, "{}", story(&a));
+    assert!(
+        a.message
+            .contains("no answer to chassis control PowerCycle")
+            && a.message.contains("not re-sent"),
+        "{}",
+        story(&a)
+    );
+    assert!(sent(&a, "set_boot_pxe"), "{}", story(&a));
+    eventually("the cycle's boot", Duration::from_secs(20), || {
+        boots(&bench) == boots_before + 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(calls("set power 0"), cycles_before + 1, "power cycles");
+    assert_eq!(boots(&bench), boots_before + 1);
+    assert_eq!(calls("set reset"), 1);
+
+    // Get Chassis Status answers lost: UNKNOWN, and nothing is sent.
+    drop_cmd.store(0x01, Ordering::SeqCst);
+    wait_power(
+        &mut c,
+        SERVER,
+        pb::PowerState::Unknown,
+        Duration::from_secs(30),
+    )
+    .await;
+    let srv = get_server(&mut c, SERVER).await;
+    assert!(srv.bmc_error.contains("did not answer within"), "{srv:?}");
+    let id = hard_reboot(&mut c, SERVER).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Failed, "{}", story(&a));
+    assert!(a.message.contains("read_power failed"), "{}", story(&a));
+    assert!(!sent(&a, "hard_reset"), "{}", story(&a));
+
+    // Healed: the agent reads the power again by itself, and a HARD reboot works.
+    drop_cmd.store(0, Ordering::SeqCst);
+    wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(30)).await;
+    let boots_before = boots(&bench);
+    let id = hard_reboot(&mut c, SERVER).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    eventually("the last reset's boot", Duration::from_secs(20), || {
+        boots(&bench) == boots_before + 1
+    })
+    .await;
+    assert_eq!(calls("set reset"), 2);
+    drop(seed);
+}
