@@ -1,0 +1,246 @@
+//! Issue 11, case 2: the BMC dies while an action runs.
+//!
+//! The real daemon, through gRPC, drives an `ipmi_sim` BMC (its QEMU VM
+//! keeps running when ipmi_sim dies, as a host does when its BMC reboots) or
+//! rfsim (whose VMs, and its log, outlive it), and the BMC is killed with
+//! SIGKILL at a chosen moment of the action: as the reset reaches it, right
+//! after it carried the reset out, between a boot override and the reset.
+//! What a control plane checks: the action ends FAILED, saying whether the
+//! BMC may have acted; the power reads UNKNOWN, never a stale ON; once the
+//! BMC is back the agent reads the power again by itself and a new action
+//! works. The BMC side is the judge of what was carried out: ipmi_sim's
+//! chassis_control call log and the VM's console, rfsim's log.
+
+mod common;
+mod fault_support;
+#[path = "ipmi_bench/mod.rs"]
+mod ipmi_bench;
+mod redfish_sim;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{start_daemon, write_secret};
+use fault_support::relay::{self, Dir, Faults, UdpRelay};
+use fault_support::*;
+use ipmi_bench::{count, Bench, PASSWORD};
+use rack_agent::proto as pb;
+
+const SERVER: &str = "n1";
+const BOOT: &str = "SeaBIOS (version";
+
+fn boots(bench: &Bench) -> usize {
+    count(&bench.serial_log(0), BOOT)
+}
+
+/// SIGKILL to the ipmi_sim whose PID file is in `bmc_dir`, and wait until it
+/// is gone (its QEMU lives on).
+fn kill_bmc(bmc_dir: &Path) {
+    let pid = std::fs::read_to_string(bmc_dir.join("ipmi_sim.pid")).unwrap();
+    let pid = pid.trim();
+    let _ = Command::new("kill").args(["-KILL", pid]).status();
+    for _ in 0..100 {
+        // Gone, or a zombie nobody reaped yet: dead either way.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            Ok(stat) if stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')) => return,
+            Ok(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("ipmi_sim {pid} did not die");
+}
+
+/// When, in the exchange of a Chassis Control, the BMC dies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Death {
+    /// As the request reaches it: the command is never carried out.
+    BeforeTheCommand,
+    /// Once it carried the command out, before its answer leaves.
+    AfterTheCommand,
+}
+
+/// The relay's kill switch: [`PASS`], [`ARMED`] (kill the BMC at the next
+/// matching Chassis Control), or [`DEAD`] (the BMC was killed: nothing more
+/// gets through until the test sets it back to PASS).
+const PASS: u8 = 0;
+const ARMED: u8 = 1;
+const DEAD: u8 = 2;
+
+/// A relay filter that kills the BMC at the first Chassis Control with
+/// `action` (3 hard reset, 2 power cycle) once armed.
+fn killing_relay_filter(
+    bmc_dir: PathBuf,
+    action: u8,
+    death: Death,
+) -> (relay::Filter, Arc<AtomicU8>) {
+    let switch = Arc::new(AtomicU8::new(PASS));
+    let sw = switch.clone();
+    let filter: relay::Filter = Arc::new(move |dir, d| {
+        match sw.load(Ordering::SeqCst) {
+            DEAD => return false,
+            PASS => return true,
+            _ => {}
+        }
+        let hit = match (death, dir) {
+            (Death::BeforeTheCommand, Dir::ToBmc) => {
+                relay::chassis_control_action(d) == Some(action)
+            }
+            // The answer to the command (armed: the next Chassis Control answer).
+            (Death::AfterTheCommand, Dir::ToDaemon) => {
+                relay::ipmi_kind(d).is_some_and(|k| k.is(0x00, 0x02))
+            }
+            _ => false,
+        };
+        if hit {
+            kill_bmc(&bmc_dir);
+            sw.store(DEAD, Ordering::SeqCst);
+            return false;
+        }
+        true
+    });
+    (filter, switch)
+}
+
+struct IpmiCase {
+    bench: Bench,
+    relay: UdpRelay,
+    switch: Arc<AtomicU8>,
+    daemon: common::Daemon,
+    _dir: tempfile::TempDir,
+}
+
+async fn ipmi_case(seed: u64, action: u8, death: Death) -> IpmiCase {
+    let bench = Bench::start(1);
+    let (filter, switch) = killing_relay_filter(bench.bmc_dir(0), action, death);
+    let relay = UdpRelay::start(
+        format!("127.0.0.1:{}", bench.port(0)).parse().unwrap(),
+        seed,
+        Faults::none(),
+        filter,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", PASSWORD);
+    // Cipher suite 2: the relay reads the commands. Power UNKNOWN after
+    // three failed reads, as by default.
+    let config = format!(
+        "{}{}",
+        settings("20s", "20s", 3),
+        server(
+            SERVER,
+            "ipmi",
+            relay.port,
+            "bmc.pass",
+            "cipher_suite = \"2\", timeout = \"500ms\", retries = \"2\""
+        )
+    );
+    let daemon = start_daemon(dir.path(), &config);
+    IpmiCase {
+        bench,
+        relay,
+        switch,
+        daemon,
+        _dir: dir,
+    }
+}
+
+/// The server's power as a control plane reads it right after the action
+/// ended, and after a fresh read was asked for.
+async fn power_after(c: &mut Client) -> pb::PowerState {
+    power(&get_server(c, SERVER).await)
+}
+
+/// ipmi_sim dies as a hard reset reaches it, or right after it carried it
+/// out. Either way the HARD reboot fails within its budget saying the reset
+/// may have been carried out and was not re-sent, the power reads UNKNOWN
+/// (not the ON it was), the console shows the reset at most once — exactly
+/// once when the BMC got it. ipmi_sim restarted: the agent reads ON by itself
+/// and a new HARD reboot succeeds with one more reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_bmc_killed_during_a_hard_reset() {
+    let seed = Seed::new("fault_bmc_death", "ipmi_bmc_killed_during_a_hard_reset");
+    for death in [Death::BeforeTheCommand, Death::AfterTheCommand] {
+        let case = ipmi_case(seed.value, 3, death).await;
+        let (bench, daemon) = (&case.bench, &case.daemon);
+        let report = || {
+            format!(
+                "{death:?}; relay: {}\n{}\nchassis_control calls:\n{}\ndaemon log:\n{}",
+                case.relay.stats.summary(),
+                case.relay.stats.history(),
+                bench.calls(0),
+                ipmi_bench::tail(&daemon.log(), 50)
+            )
+        };
+        let _report = OnFailure(report);
+        let mut c = daemon.client().await;
+        wait_known(&mut c, SERVER, Duration::from_secs(30)).await;
+        let id = start(&mut c, SERVER).await;
+        let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+        assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+        eventually("the first boot", Duration::from_secs(20), || {
+            boots(bench) == 1
+        })
+        .await;
+        wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(10)).await;
+
+        case.switch.store(ARMED, Ordering::SeqCst);
+        let id = hard_reboot(&mut c, SERVER).await;
+        let (a, took) = run(&mut c, id, Duration::from_secs(60)).await;
+        assert_eq!(
+            state(&a),
+            pb::ActionState::Failed,
+            "{death:?}: {}",
+            story(&a)
+        );
+        assert!(
+            a.message
+                .contains("not re-sent because the BMC may have executed it"),
+            "{death:?}: {}",
+            story(&a)
+        );
+        assert!(took < Duration::from_secs(20), "{death:?}: {took:?}");
+        let now = power_after(&mut c).await;
+        assert_ne!(
+            now,
+            pb::PowerState::On,
+            "{death:?}: the agent still reports the power it read before the BMC died"
+        );
+        wait_power(
+            &mut c,
+            SERVER,
+            pb::PowerState::Unknown,
+            Duration::from_secs(15),
+        )
+        .await;
+        let resets = bench.calls(0).matches("set reset").count();
+        let want = usize::from(death == Death::AfterTheCommand);
+        assert_eq!(resets, want, "{death:?}: resets carried out");
+        eventually("the reset's boot", Duration::from_secs(20), || {
+            boots(bench) == 1 + want
+        })
+        .await;
+
+        // The BMC comes back (its VM never stopped).
+        bench.run_start().expect("restart ipmi_sim");
+        case.switch.store(PASS, Ordering::SeqCst);
+        wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(30)).await;
+        let id = hard_reboot(&mut c, SERVER).await;
+        let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+        assert_eq!(
+            state(&a),
+            pb::ActionState::Succeeded,
+            "{death:?}: {}",
+            story(&a)
+        );
+        eventually("the new reset's boot", Duration::from_secs(20), || {
+            boots(bench) == 2 + want
+        })
+        .await;
+        assert_eq!(bench.calls(0).matches("set reset").count(), want + 1);
+    }
+    drop(seed);
+}
