@@ -296,6 +296,10 @@ impl Run {
                     .map(|r| r.bmc.protocol.as_str())
                     .unwrap_or("unknown");
                 self.engine.settings.metrics.bmc_error(protocol, e.kind());
+                if e.is_unavailable() {
+                    let in_doubt = PowerOp::parse(step).is_some();
+                    self.engine.bmc_unavailable(&self.server_id, &e, in_doubt);
+                }
                 self.record(step, StepPhase::Failed, &e.to_string(), None)
                     .await?;
                 Err(format!("{step} failed: {e} (BMC {})", self.bmc_key))
@@ -415,10 +419,14 @@ impl Run {
             )
             .await
         };
-        if let Ok(obs) = &r {
-            let _ = self
-                .engine
-                .observe_power(&self.server_id, Ok(obs.power), "action");
+        match &r {
+            Ok(obs) => {
+                let _ = self
+                    .engine
+                    .observe_power(&self.server_id, Ok(obs.power), "action");
+            }
+            Err(e) if e.is_unavailable() => self.engine.bmc_unavailable(&self.server_id, e, false),
+            Err(_) => {}
         }
         r
     }
