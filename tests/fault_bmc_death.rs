@@ -244,3 +244,65 @@ async fn ipmi_bmc_killed_during_a_hard_reset() {
     }
     drop(seed);
 }
+
+/// ipmi_sim dies right after carrying out the power cycle of a PXE
+/// reinstall. The reinstall fails saying the cycle may have been carried out
+/// and was not re-sent; the power reads UNKNOWN; the BMC got the boot device
+/// and exactly one power cycle. ipmi_sim restarted: the agent reads the power
+/// by itself, and a HARD reboot (allowed from ERROR) works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_bmc_killed_during_a_reinstall() {
+    let seed = Seed::new("fault_bmc_death", "ipmi_bmc_killed_during_a_reinstall");
+    let case = ipmi_case(seed.value, 2, Death::AfterTheCommand).await;
+    let (bench, daemon) = (&case.bench, &case.daemon);
+    let report = || {
+        format!(
+            "relay: {}\n{}\nchassis_control calls:\n{}\ndaemon log:\n{}",
+            case.relay.stats.summary(),
+            case.relay.stats.history(),
+            bench.calls(0),
+            ipmi_bench::tail(&daemon.log(), 50)
+        )
+    };
+    let _report = OnFailure(report);
+    let calls = |what: &str| bench.calls(0).matches(what).count();
+    let mut c = daemon.client().await;
+    wait_known(&mut c, SERVER, Duration::from_secs(30)).await;
+    let id = start(&mut c, SERVER).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(10)).await;
+
+    case.switch.store(ARMED, Ordering::SeqCst);
+    let id = reinstall_pxe(&mut c, SERVER).await;
+    let (a, took) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Failed, "{}", story(&a));
+    assert!(
+        a.message.contains("PowerCycle")
+            && a.message
+                .contains("not re-sent because the BMC may have executed it"),
+        "{}",
+        story(&a)
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_ne!(power(&get_server(&mut c, SERVER).await), pb::PowerState::On);
+    wait_power(
+        &mut c,
+        SERVER,
+        pb::PowerState::Unknown,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(calls("set boot"), 1, "boot device set once");
+    assert_eq!(calls("set power 0"), 1, "one power cycle (its off half)");
+
+    bench.run_start().expect("restart ipmi_sim");
+    case.switch.store(PASS, Ordering::SeqCst);
+    wait_known(&mut c, SERVER, Duration::from_secs(30)).await;
+    let id = hard_reboot(&mut c, SERVER).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(10)).await;
+    assert_eq!(calls("set power 0"), 1, "no second power cycle");
+    drop(seed);
+}
