@@ -44,10 +44,14 @@ fn kill_bmc(bmc_dir: &Path) {
     let _ = Command::new("kill").args(["-KILL", pid]).status();
     for _ in 0..100 {
         // Gone, or a zombie nobody reaped yet: dead either way.
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return,
-            Ok(stat) if stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')) => return,
-            Ok(_) => {}
+        let dead = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')),
+        };
+        if dead {
+            // start.sh would take a lingering zombie for a running BMC.
+            let _ = std::fs::remove_file(bmc_dir.join("ipmi_sim.pid"));
+            return;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -304,5 +308,188 @@ async fn ipmi_bmc_killed_during_a_reinstall() {
     assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
     wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(10)).await;
     assert_eq!(calls("set power 0"), 1, "no second power cycle");
+    drop(seed);
+}
+
+// ---------------------------------------------------------------------------
+// Redfish: rfsim killed mid-action.
+
+const SYSTEM: &str = "sys1";
+
+/// Times rfsim's log says it accepted a Reset of `kind` (the log outlives
+/// restarts; its counters do not).
+fn rf_resets_logged(sim: &redfish_sim::Sim, kind: &str) -> usize {
+    sim.log()
+        .matches(&format!("Reset {kind} requested"))
+        .count()
+}
+
+async fn rf_case(
+    system_knobs: serde_json::Value,
+) -> (redfish_sim::Sim, common::Daemon, tempfile::TempDir) {
+    use redfish_sim::{Sim, SimOptions};
+    let sim = Sim::start(SimOptions {
+        power_on: true,
+        system_knobs,
+        ..SimOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "rf.pass", &sim.password);
+    let config = format!(
+        "{}{}",
+        settings("20s", "10s", 3),
+        server(
+            SERVER,
+            "redfish",
+            sim.port,
+            "rf.pass",
+            &format!(
+                "system_id = \"{SYSTEM}\", ca_file = \"{}\", request_timeout = \"2s\", \
+                 task_timeout = \"15s\", retries = \"2\"",
+                sim.cert().display()
+            )
+        )
+    );
+    let daemon = start_daemon(dir.path(), &config);
+    (sim, daemon, dir)
+}
+
+async fn until_counted(
+    sim: &redfish_sim::Sim,
+    what: &str,
+    get: impl Fn(&serde_json::Value) -> u64,
+) {
+    let started = std::time::Instant::now();
+    while get(&sim.counters().await) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "rfsim never counted {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// rfsim accepts a ForceRestart with a task (202) and is killed while the
+/// agent follows the task. The HARD reboot fails saying the BMC accepted the
+/// reset and then stopped answering, and that it was not re-sent; the power
+/// reads UNKNOWN; rfsim's log shows one ForceRestart. rfsim back: the agent
+/// reads ON by itself and a new HARD reboot succeeds, confirmed by
+/// LastResetTime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_bmc_killed_while_its_reset_task_runs() {
+    let seed = Seed::new(
+        "fault_bmc_death",
+        "redfish_bmc_killed_while_its_reset_task_runs",
+    );
+    let (sim, daemon, _dir) =
+        rf_case(serde_json::json!({"reset_response": 202, "task_min_ms": 4000})).await;
+    let report = || {
+        format!(
+            "rfsim log:\n{}\ndaemon log:\n{}",
+            ipmi_bench::tail(&sim.log(), 40),
+            ipmi_bench::tail(&daemon.log(), 50)
+        )
+    };
+    let _report = OnFailure(report);
+    let mut c = daemon.client().await;
+    wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(30)).await;
+
+    let id = hard_reboot(&mut c, SERVER).await;
+    until_counted(&sim, "the ForceRestart", |c| {
+        c["resets"][SYSTEM]["ForceRestart"].as_u64().unwrap_or(0)
+    })
+    .await;
+    sim.kill();
+    let (a, took) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Failed, "{}", story(&a));
+    assert!(
+        a.message.contains("accepted") && a.message.contains("not re-sent"),
+        "the message must say the BMC accepted the reset and it was not sent again:\n{}",
+        story(&a)
+    );
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    assert_ne!(
+        power(&get_server(&mut c, SERVER).await),
+        pb::PowerState::On,
+        "the power read before the BMC died"
+    );
+    wait_power(
+        &mut c,
+        SERVER,
+        pb::PowerState::Unknown,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(rf_resets_logged(&sim, "ForceRestart"), 1);
+
+    // The BMC comes back; the host reads on.
+    sim.stop_orphan_vms();
+    sim.restart(true);
+    wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(30)).await;
+    let id = hard_reboot(&mut c, SERVER).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    assert!(a.message.contains("restart seen"), "{}", story(&a));
+    assert_eq!(rf_resets_logged(&sim, "ForceRestart"), 2);
+    drop(seed);
+}
+
+/// rfsim is killed after a PXE reinstall set the boot override and before
+/// the reset: the reinstall fails at the step the BMC stopped answering,
+/// nothing is reset, and the power reads UNKNOWN once the failed reads
+/// reach `unknown_after_failures`. rfsim back: the agent recovers by itself
+/// and a new reinstall succeeds with one ForceRestart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_bmc_killed_between_the_boot_override_and_the_reset() {
+    let seed = Seed::new(
+        "fault_bmc_death",
+        "redfish_bmc_killed_between_the_boot_override_and_the_reset",
+    );
+    // Every request to the system takes 1.5 s: time to kill the BMC between
+    // the PATCH and what follows it.
+    let (sim, daemon, _dir) = rf_case(serde_json::json!({"latency_ms": 1500})).await;
+    let report = || {
+        format!(
+            "rfsim log:\n{}\ndaemon log:\n{}",
+            ipmi_bench::tail(&sim.log(), 40),
+            ipmi_bench::tail(&daemon.log(), 50)
+        )
+    };
+    let _report = OnFailure(report);
+    let mut c = daemon.client().await;
+    wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(30)).await;
+
+    let id = reinstall_pxe(&mut c, SERVER).await;
+    until_counted(&sim, "the boot override", |c| {
+        c["patches_applied"].as_u64().unwrap_or(0)
+    })
+    .await;
+    sim.kill();
+    let (a, took) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Failed, "{}", story(&a));
+    assert!(sent(&a, "set_boot_pxe"), "{}", story(&a));
+    assert!(
+        !sent(&a, "hard_reset") && !sent(&a, "power_cycle"),
+        "{}",
+        story(&a)
+    );
+    assert!(a.message.contains("cannot reach the BMC"), "{}", story(&a));
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    wait_power(
+        &mut c,
+        SERVER,
+        pb::PowerState::Unknown,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(rf_resets_logged(&sim, "ForceRestart"), 0);
+
+    sim.stop_orphan_vms();
+    sim.restart(true);
+    wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(30)).await;
+    let id = reinstall_pxe(&mut c, SERVER).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    assert_eq!(rf_resets_logged(&sim, "ForceRestart"), 1);
     drop(seed);
 }
