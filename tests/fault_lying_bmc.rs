@@ -266,7 +266,7 @@ async fn a_reset_task_that_never_ends() {
         took >= TASK_TIMEOUT && took < TASK_TIMEOUT + Duration::from_secs(4),
         "{took:?}"
     );
-    assert_ne!(power(&get_server(&mut c, LIAR).await), pb::PowerState::On);
+    assert_not_stale(&get_server(&mut c, LIAR).await, &a);
     assert_eq!(b.resets("ForceRestart").await, 1);
     assert_eq!(b.boots().await, boots, "task_stuck does nothing");
     b.healthy_still_served(&mut c).await;

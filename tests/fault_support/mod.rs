@@ -201,3 +201,30 @@ impl<F: Fn() -> String> Drop for OnFailure<F> {
         }
     }
 }
+
+fn millis(t: &Option<prost_types::Timestamp>) -> i64 {
+    t.as_ref()
+        .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+/// What a control plane checks right after an action failed because its
+/// last BMC step got no answer or never finished: the power the agent
+/// reports is UNKNOWN, or a reading taken after that step failed — never
+/// the ON (or OFF) it read before.
+pub fn assert_not_stale(srv: &pb::Server, a: &pb::Action) {
+    let failed_at = a
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.phase == pb::StepPhase::Failed as i32)
+        .map(|e| millis(&e.at))
+        .unwrap_or_else(|| panic!("no failed step:\n{}", story(a)));
+    let p = power(srv);
+    assert!(
+        p == pb::PowerState::Unknown || millis(&srv.power_observed_at) >= failed_at,
+        "the agent reports power {p:?} read at {} ms, before the step that failed at {failed_at} \
+         ms: a stale reading\n{}",
+        millis(&srv.power_observed_at),
+        story(a)
+    );
+}
