@@ -296,7 +296,7 @@ impl Run {
                     .map(|r| r.bmc.protocol.as_str())
                     .unwrap_or("unknown");
                 self.engine.settings.metrics.bmc_error(protocol, e.kind());
-                if e.is_unavailable() {
+                if e.leaves_doubt() {
                     let in_doubt = PowerOp::parse(step).is_some();
                     self.engine.bmc_unavailable(&self.server_id, &e, in_doubt);
                 }
