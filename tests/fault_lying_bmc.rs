@@ -306,6 +306,44 @@ async fn a_graceful_task_that_never_ends() {
     b.no_panic(&mut c).await;
 }
 
+/// A BMC that carries a ForceRestart out and never answers the POST (knob
+/// reset_unanswered): the HARD reboot fails after `request_timeout` saying
+/// the reset got no answer and was not re-sent because the BMC may have
+/// carried it out; the power is not the stale ON; the BMC reset exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_carried_out_and_never_answered() {
+    let (b, mut c) = Bench::start(json!({})).await;
+    let _report = OnFailure(|| b.report());
+    let boots = b.boots().await;
+    b.liar
+        .set_knobs(SYSTEM, json!({"reset_unanswered": true}))
+        .await;
+    let id = hard_reboot(&mut c, LIAR).await;
+    let (a, took) = run(&mut c, id, Duration::from_secs(30)).await;
+    assert_eq!(state(&a), pb::ActionState::Failed, "{}", story(&a));
+    assert!(
+        a.message.contains("hard_reset failed")
+            && a.message.contains("within 2s")
+            && a.message
+                .contains("not re-sent because the BMC may have executed it"),
+        "{}",
+        story(&a)
+    );
+    assert!(took < REQUEST_TIMEOUT + Duration::from_secs(3), "{took:?}");
+    assert_not_stale(&get_server(&mut c, LIAR).await, &a);
+    assert_eq!(b.resets("ForceRestart").await, 1);
+    assert_eq!(b.boots().await, boots + 1, "the reset was carried out once");
+    b.healthy_still_served(&mut c).await;
+    b.liar
+        .set_knobs(SYSTEM, json!({"reset_unanswered": false}))
+        .await;
+    let id = hard_reboot(&mut c, LIAR).await;
+    let (a, _) = run(&mut c, id, Duration::from_secs(30)).await;
+    assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    assert_eq!(b.resets("ForceRestart").await, 2);
+    b.no_panic(&mut c).await;
+}
+
 /// A PowerState that never changes (knob power_state "On"): a forced stop
 /// is accepted and the VM goes off, but the BMC keeps saying On; the stop
 /// fails after `power_confirm` saying the BMC did not report power off.

@@ -618,6 +618,19 @@ async fn lying_knobs_answer_as_documented() {
     assert_eq!(s.get(&monitor).await.status(), StatusCode::ACCEPTED);
     assert_eq!(s.state("sys1").await["power"], "Off");
     s.set_knobs("sys1", json!({"task_stuck": false})).await;
+    // A Reset carried out and never answered.
+    s.set_knobs("sys1", json!({"reset_unanswered": true})).await;
+    let path = format!("{sys}/Actions/ComputerSystem.Reset");
+    let unanswered = s
+        .authed(Method::POST, &path)
+        .json(&json!({"ResetType": "On"}))
+        .timeout(Duration::from_millis(1500))
+        .send()
+        .await;
+    assert!(unanswered.is_err_and(|e| e.is_timeout()), "answered");
+    s.wait_power("sys1", "On", LIMIT).await;
+    s.set_knobs("sys1", json!({"reset_unanswered": false}))
+        .await;
     // A redirect to another origin, same path.
     s.set_knobs("sys1", json!({"redirect": "https://127.0.0.2:1"}))
         .await;

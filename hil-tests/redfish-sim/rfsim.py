@@ -159,6 +159,7 @@ SYSTEM_KNOBS = dict(FAULT_KNOBS, **{
     "boot_targets": (_subset_of(BOOT_TARGETS), list(BOOT_TARGETS)),
     "power_state": (_optional(_one_of("On", "Off")), None),
     "task_stuck": (_bool, False),
+    "reset_unanswered": (_bool, False),
 })
 
 
@@ -1565,7 +1566,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "InternalError", f"The request failed due to an internal service error: {e}")
         if isinstance(payload, dict) and "@odata.etag" in payload and method in ("GET", "PATCH"):
             headers = dict(headers, ETag=payload["@odata.etag"])
+        if self.reset_unanswered(bmc, method, path, status):
+            return
         self.reply(status, headers, payload, shape=shape)
+
+    def reset_unanswered(self, bmc, method, path, status):
+        """Knob reset_unanswered: an accepted Reset is carried out and its
+        answer never sent (held until the knob is cleared, then dropped)."""
+        m = re.fullmatch(r"/redfish/v1/Systems/([^/]+)/Actions/ComputerSystem\.Reset/?", path)
+        if method != "POST" or not m or status >= 300 or m.group(1) not in bmc.systems:
+            return False
+        knobs = bmc.systems[m.group(1)].knobs
+        with bmc.lock:
+            if not knobs["reset_unanswered"]:
+                return False
+            bmc.counters["faults"]["hang"] += 1
+        while not bmc.stopping.is_set():
+            with bmc.lock:
+                if not knobs["reset_unanswered"]:
+                    break
+            time.sleep(0.1)
+        self.close_connection = True
+        return True
 
     @staticmethod
     def fault_scopes(bmc, path):
