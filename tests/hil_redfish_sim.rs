@@ -679,6 +679,41 @@ async fn lying_knobs_answer_as_documented() {
 // ---------------------------------------------------------------------------
 // Our driver against the simulator.
 
+/// The driver's TLS errors say what is wrong with the certificate; a
+/// connection the BMC closes halfway through an answer is not one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_tells_a_certificate_problem_from_a_broken_answer() {
+    let s = sim(1);
+    // No trust configured for a self-signed certificate.
+    let e = s
+        .driver("sys1", &[("ca_file", "")])
+        .power_state()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BmcError::Unreachable(_)), "{e:?}");
+    assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+    // A pinned fingerprint that is not the BMC's.
+    let other = "00".repeat(32);
+    let e = s
+        .driver("sys1", &[("ca_file", ""), ("cert_sha256", &other)])
+        .power_state()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("pinned"), "{e}");
+    // Trusted, but the answer is cut short by the BMC closing the
+    // connection (knob body short_read).
+    let d = s.driver("sys1", &[("retries", "0")]);
+    d.power_state().await.unwrap();
+    s.set_knobs("sys1", json!({"body": "short_read"})).await;
+    let e = d.power_state().await.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("the exchange broke off"), "{text}");
+    assert!(
+        !text.contains("TLS handshake") && !text.contains("ca_file"),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_discovers_reset_types_inline_and_through_action_info() {
     let s = sim(3);

@@ -371,7 +371,11 @@ impl Client {
                 error: BmcError::Timeout(self.request_timeout),
             };
         }
-        if is_tls(&e) {
+        // A TLS failure during the handshake is a connection failure; once
+        // the connection was up, a TLS-level error (a peer that closes
+        // without close_notify mid-answer) is an exchange that broke off,
+        // not a certificate problem.
+        if e.is_connect() && !sent && is_tls(&e) {
             return Fail {
                 kind: FailKind::Tls,
                 error: BmcError::Unreachable(format!(
