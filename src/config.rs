@@ -58,6 +58,8 @@ pub struct Config {
     pub sync: SyncSettings,
     #[serde(default)]
     pub events: EventSettings,
+    #[serde(default)]
+    pub actions: ActionSettings,
     /// Static inventory: servers the agent owns without an enrol call.
     #[serde(default)]
     pub servers: Vec<ServerEntry>,
@@ -186,6 +188,29 @@ impl Default for EventSettings {
     }
 }
 
+/// `[actions]`: how much action history is kept, and how many accepted
+/// actions may wait to be written before new ones are turned away.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionSettings {
+    /// Actions kept in the database (newest first, with their steps); older
+    /// ended ones are deleted as new ones come in. Unfinished ones are kept.
+    pub retain: u64,
+    /// Accepted actions that may wait for their write at once; beyond that a
+    /// request is answered RESOURCE_EXHAUSTED with a retry hint, so a burst
+    /// costs bounded memory and every call gets an answer.
+    pub max_unwritten: usize,
+}
+
+impl Default for ActionSettings {
+    fn default() -> Self {
+        ActionSettings {
+            retain: 100_000,
+            max_unwritten: 1024,
+        }
+    }
+}
+
 /// One server of the static inventory.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -268,6 +293,12 @@ impl Config {
         }
         if self.events.retain == 0 {
             return Err("events.retain must be at least 1".into());
+        }
+        if self.actions.retain < 100 {
+            return Err("actions.retain must be at least 100".into());
+        }
+        if self.actions.max_unwritten == 0 {
+            return Err("actions.max_unwritten must be at least 1".into());
         }
         let mut seen = HashSet::new();
         for s in &self.servers {

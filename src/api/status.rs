@@ -45,10 +45,13 @@ pub fn code_of(err: &EngineError) -> Code {
         } => Code::FailedPrecondition,
         EngineError::Bmc { .. } => Code::FailedPrecondition,
         EngineError::ShuttingDown => Code::Unavailable,
+        EngineError::Busy { .. } => Code::ResourceExhausted,
         EngineError::Store(_) => Code::Internal,
     }
 }
 
+/// gRPC's retry hint (milliseconds), honoured by gRPC clients' retry policy.
+pub const RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
 /// Trailer naming the `after_seq` a watcher should resume with (decimal).
 pub const RESUME_AFTER_SEQ: &str = "x-rackagent-resume-after-seq";
 /// Trailer naming the last event seq a watch stream has delivered (decimal).
@@ -178,6 +181,13 @@ impl From<EngineError> for Status {
         if let EngineError::Store(e) = &err {
             tracing::error!(error = %e, source = ?e, "internal error");
         }
+        if let EngineError::Busy { retry_after, .. } = &err {
+            let mut md = MetadataMap::new();
+            if let Ok(v) = retry_after.as_millis().to_string().parse() {
+                md.insert(RETRY_PUSHBACK_MS, v);
+            }
+            return Status::with_metadata(code_of(&err), chain(&err), md);
+        }
         Status::new(code_of(&err), chain(&err))
     }
 }
@@ -192,6 +202,22 @@ mod tests {
 
     fn status(e: EngineError) -> Status {
         e.into()
+    }
+
+    #[test]
+    fn busy_is_resource_exhausted_with_a_retry_hint() {
+        let s = status(EngineError::Busy {
+            waiting: 1024,
+            retry_after: Duration::from_millis(50),
+        });
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().contains("retry in 50 ms"), "{}", s.message());
+        assert_eq!(
+            s.metadata()
+                .get(RETRY_PUSHBACK_MS)
+                .and_then(|v| v.to_str().ok()),
+            Some("50")
+        );
     }
 
     #[test]

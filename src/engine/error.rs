@@ -28,6 +28,12 @@ pub enum EngineError {
     },
     #[error("the agent is shutting down and accepts no new actions")]
     ShuttingDown,
+    /// Too many accepted actions are waiting for their write.
+    #[error("rack-agent is busy: {waiting} accepted actions are waiting to be written; retry in {} ms", retry_after.as_millis())]
+    Busy {
+        waiting: usize,
+        retry_after: std::time::Duration,
+    },
     #[error("state database failure")]
     Store(#[from] StoreError),
 }

@@ -67,17 +67,22 @@ impl RecentRequests {
 
 type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Action>> + Send>>;
 
+/// A new action, queued to the store: the caller awaits the ticket, then
+/// tells whoever retried the request meanwhile, and lets the permit go.
+struct Accepted {
+    action: Action,
+    ticket: crate::store::Ticket,
+    durable: watch::Sender<Option<bool>>,
+    _unwritten: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// What a request came to, decided under the lock.
 enum Intake {
     /// The action an earlier request with the same id made (awaited outside
     /// the lock: it may not be durable yet).
     Earlier(Answer),
     /// A new action, queued to the store.
-    Accepted(
-        Box<Action>,
-        crate::store::Ticket,
-        watch::Sender<Option<bool>>,
-    ),
+    Accepted(Box<Accepted>),
 }
 
 impl Engine {
@@ -103,12 +108,13 @@ impl Engine {
             Some(rid) => self.store.action_by_request_id(&scope, rid)?,
             None => None,
         };
-        let (action, ticket, durable_tx) =
-            match self.take(caller, server_id, req, request_id.clone(), stored)? {
-                Intake::Earlier(answer) => return answer.await,
-                Intake::Accepted(action, ticket, durable) => (*action, ticket, durable),
-            };
-        let durable = ticket.durable().await;
+        let accepted = match self.take(caller, server_id, req, request_id.clone(), stored)? {
+            Intake::Earlier(answer) => return answer.await,
+            Intake::Accepted(accepted) => *accepted,
+        };
+        let action = accepted.action;
+        let durable_tx = accepted.durable;
+        let durable = accepted.ticket.durable().await;
         let mut inner = self.lock();
         if let (Some(rid), Err(_)) = (request_id, &durable) {
             inner.requests.forget(&(scope, rid));
@@ -158,9 +164,8 @@ impl Engine {
                 return Ok(Intake::Earlier(answer));
             }
         }
-        let (action, ticket, durable) =
-            self.accept(&mut inner, caller, server_id, req, request_id)?;
-        Ok(Intake::Accepted(Box::new(action), ticket, durable))
+        let accepted = self.accept(&mut inner, caller, server_id, req, request_id)?;
+        Ok(Intake::Accepted(Box::new(accepted)))
     }
 
     /// A request id this caller's project used before: the same request gets
@@ -226,7 +231,7 @@ impl Engine {
         server_id: &str,
         req: ActionRequest,
         request_id: Option<String>,
-    ) -> Result<(Action, crate::store::Ticket, watch::Sender<Option<bool>>)> {
+    ) -> Result<Accepted> {
         let kind = req.kind();
         let slot = inner.servers.get(server_id).expect("checked by the caller");
         // An admin's lock is the admin's: a non-admin may neither lift it nor
@@ -252,6 +257,16 @@ impl Engine {
         }
         let decision =
             decide(&slot.rec, kind, caller.is_admin()).map_err(|r| EngineError::Conflict(r.0))?;
+        // A bounded number of accepted actions wait for their write; beyond
+        // it the caller is told to come back, rather than queued without end.
+        let unwritten =
+            self.unwritten
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| EngineError::Busy {
+                    waiting: self.settings.actions.max_unwritten,
+                    retry_after: std::time::Duration::from_millis(100),
+                })?;
         let now = now_ms();
         let mut action = Action {
             id: uuid::Uuid::new_v4().to_string(),
@@ -310,6 +325,12 @@ impl Engine {
         writes.push(Write::InsertAction(action.clone()));
         writes.push(Write::PutServer(rec.clone()));
         writes.push(self.event(&rec, event_kind, cause));
+        // Every so often the oldest ended actions go (`actions.retain`).
+        if self.accepted.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            writes.push(Write::PruneActions {
+                keep: self.settings.actions.retain,
+            });
+        }
         let ticket = self.store.write(writes);
         let (durable_tx, durable_rx) = watch::channel(None);
         if let Some(rid) = request_id {
@@ -323,7 +344,12 @@ impl Engine {
                 },
             );
         }
-        Ok((action, ticket, durable_tx))
+        Ok(Accepted {
+            action,
+            ticket,
+            durable: durable_tx,
+            _unwritten: unwritten,
+        })
     }
 
     /// Ends the running action as SUPERSEDED by `by` (caller holds the lock):

@@ -38,7 +38,7 @@ use tokio::sync::{broadcast, Notify};
 use tracing::info;
 
 use crate::bmc::{BmcError, BmcFactory, SharedBmc};
-use crate::config::{ServerEntry, SyncSettings, Timeouts};
+use crate::config::{ActionSettings, ServerEntry, SyncSettings, Timeouts};
 use crate::metrics::Metrics;
 use crate::model::*;
 use crate::policy::Policy;
@@ -53,6 +53,7 @@ pub struct EngineSettings {
     pub timeouts: Timeouts,
     pub sync: SyncSettings,
     pub event_retain: u64,
+    pub actions: ActionSettings,
     pub credentials_dir: PathBuf,
     /// Where inline passwords given at enrolment are kept (0700, files 0600).
     pub secrets_dir: PathBuf,
@@ -94,6 +95,10 @@ pub struct Engine {
     idle: Notify,
     /// When the sync loop last began or ended a pass (ms), for the watchdog.
     sync_tick: AtomicI64,
+    /// One permit per accepted action waiting for its write (`actions.max_unwritten`).
+    unwritten: Arc<tokio::sync::Semaphore>,
+    /// Actions accepted since start, to prune the history every so often.
+    accepted: std::sync::atomic::AtomicU64,
     /// Crash-test hooks (empty in production builds).
     kill_points: killpoint::KillPoints,
 }
@@ -108,6 +113,7 @@ impl Engine {
         inventory: &[ServerEntry],
     ) -> Result<Arc<Engine>> {
         let (action_updates, _) = broadcast::channel(4096);
+        let unwritten = Arc::new(tokio::sync::Semaphore::new(settings.actions.max_unwritten));
         let engine = Arc::new(Engine {
             inner: Mutex::new(Inner {
                 servers: HashMap::new(),
@@ -123,6 +129,8 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             sync_tick: AtomicI64::new(now_ms()),
+            unwritten,
+            accepted: std::sync::atomic::AtomicU64::new(0),
             kill_points: if cfg!(test) {
                 killpoint::KillPoints::default()
             } else {
@@ -133,6 +141,9 @@ impl Engine {
         for rec in engine.store.all_servers()? {
             known.insert(rec.id.clone(), rec);
         }
+        // One transaction for the whole inventory, and only what changed:
+        // 10,000 servers must not cost 10,000 commits at every start.
+        let mut writes = Vec::new();
         for entry in inventory {
             let bmc = BmcRecord {
                 protocol: entry.protocol,
@@ -142,30 +153,34 @@ impl Engine {
                 credential: Credential::File(entry.password_file.clone()),
                 options: entry.options.clone(),
             };
-            let rec = match known.remove(&entry.id) {
-                Some(mut rec) => {
+            let (rec, changed) = match known.remove(&entry.id) {
+                Some(stored) => {
+                    let mut rec = stored.clone();
                     rec.project_id = entry.project.clone();
                     rec.bmc = bmc;
                     rec.source = Source::Config;
-                    rec
+                    let changed = rec != stored;
+                    (rec, changed)
                 }
-                None => new_record(&entry.id, &entry.project, bmc, Source::Config, None),
+                None => (
+                    new_record(&entry.id, &entry.project, bmc, Source::Config, None),
+                    true,
+                ),
             };
-            engine
-                .store
-                .write_now(vec![Write::PutServer(rec.clone())])?;
+            if changed {
+                writes.push(Write::PutServer(rec.clone()));
+            }
             engine.install(rec);
         }
         for (id, rec) in known {
             if rec.source == Source::Config && rec.task.is_none() {
                 info!(server_id = %id, "server left the static inventory; removing it");
-                engine
-                    .store
-                    .write_now(vec![Write::DeleteServer(id.clone())])?;
+                writes.push(Write::DeleteServer(id));
                 continue;
             }
             engine.install(rec);
         }
+        engine.store.write_now(writes)?;
         recovery::recover(&engine)?;
         Ok(engine)
     }

@@ -20,6 +20,7 @@ fn settings() -> EngineSettings {
         timeouts: Timeouts::default(),
         sync: SyncSettings::default(),
         event_retain: 1000,
+        actions: Default::default(),
         credentials_dir: "/nonexistent".into(),
         // Every test's servers use the password "pw", so they may share it.
         secrets_dir: std::env::temp_dir().join("rack-agent-engine-tests"),
@@ -876,3 +877,46 @@ async fn a_request_id_belongs_to_the_callers_project() {
 }
 
 mod crash;
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_beyond_the_write_queue_is_answered_busy_with_a_retry_hint() {
+    let mut s = settings();
+    s.actions.max_unwritten = 1;
+    let fakes = Arc::new(FakeBmcFactory::new(FakeSettings::default()).unwrap());
+    let engine = Engine::start(Store::open_in_memory().unwrap(), fakes.clone(), s, &[]).unwrap();
+    let rig = Rig { engine, fakes };
+    for i in 0..20 {
+        rig.enroll(&format!("s{i}"), Power::On).await;
+    }
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let engine = rig.engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .submit(&admin(), &format!("s{i}"), ActionRequest::Lock, None)
+                    .await
+            })
+        })
+        .collect();
+    let (mut accepted, mut busy) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(EngineError::Busy { retry_after, .. }) => {
+                assert!(retry_after > Duration::ZERO);
+                busy += 1;
+            }
+            Err(e) => panic!("every request gets an answer, not {e:?}"),
+        }
+    }
+    assert!(
+        accepted >= 1 && busy >= 1,
+        "accepted {accepted}, busy {busy}"
+    );
+    // The queue drains: the same requests go through now.
+    let a = rig
+        .engine
+        .submit(&admin(), "s19", ActionRequest::Unlock, None)
+        .await;
+    assert!(a.is_ok(), "{a:?}");
+}

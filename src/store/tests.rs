@@ -369,3 +369,42 @@ fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
     assert_eq!(evs.len(), 199);
     assert!(evs.windows(2).all(|w| w[1].seq == w[0].seq + 1));
 }
+
+#[test]
+fn pruning_keeps_the_newest_actions_and_every_unfinished_one() {
+    let store = Store::open_in_memory().unwrap();
+    for i in 0..300 {
+        let mut a = action(&format!("a{i:03}"), "s1");
+        a.request_id = None;
+        // The tenth is still running: it must survive any pruning.
+        if i != 10 {
+            a.state = ActionState::Succeeded;
+        }
+        a.events = vec![StepEvent {
+            at: i,
+            step: "hard_reset".into(),
+            phase: StepPhase::Started,
+            detail: String::new(),
+            data: None,
+        }];
+        store.insert_action(&a).unwrap();
+    }
+    store
+        .write_now(vec![Write::PruneActions { keep: 100 }])
+        .unwrap();
+    let (kept, _) = store.list_actions("s1", None, 1000).unwrap();
+    let ids: Vec<&str> = kept.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(kept.len(), 101, "{ids:?}");
+    assert!(ids.contains(&"a010"));
+    assert!(ids.contains(&"a299") && ids.contains(&"a200") && !ids.contains(&"a199"));
+    // The steps of the deleted actions went with them.
+    let steps: i64 = store
+        .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM steps", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(steps, 101);
+    // Nothing to prune: nothing changes.
+    store
+        .write_now(vec![Write::PruneActions { keep: 1000 }])
+        .unwrap();
+    assert_eq!(store.list_actions("s1", None, 1000).unwrap().0.len(), 101);
+}

@@ -37,6 +37,10 @@ pub enum Write {
         event: ServerEvent,
         retain: u64,
     },
+    /// Deletes ended actions (and their steps) older than the newest `keep`.
+    PruneActions {
+        keep: u64,
+    },
 }
 
 /// Applies one write; an appended event comes back numbered.
@@ -85,6 +89,23 @@ pub(super) fn apply(conn: &Connection, w: &Write) -> Result<Option<ServerEvent>>
         }
         Write::AppendEvent { event, retain } => {
             return append_event(conn, event.clone(), *retain).map(Some)
+        }
+        Write::PruneActions { keep } => {
+            let newest: Option<i64> =
+                conn.query_row("SELECT MAX(seq) FROM actions", [], |r| r.get(0))?;
+            let Some(cut) = newest.map(|n| n - *keep as i64).filter(|c| *c > 0) else {
+                return Ok(None);
+            };
+            conn.prepare_cached(
+                "DELETE FROM steps WHERE action_id IN (SELECT id FROM actions
+                 WHERE seq <= ?1 AND state IN ('succeeded', 'failed', 'superseded'))",
+            )?
+            .execute([cut])?;
+            conn.prepare_cached(
+                "DELETE FROM actions
+                 WHERE seq <= ?1 AND state IN ('succeeded', 'failed', 'superseded')",
+            )?
+            .execute([cut])?;
         }
     }
     Ok(None)
