@@ -31,8 +31,14 @@ const SYSTEM: &str = "sys1";
 /// The driver's budgets in these tests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const TASK_TIMEOUT: Duration = Duration::from_secs(4);
+/// `power_confirm` (and `graceful_stop`) in these tests.
+const POWER_CONFIRM: Duration = Duration::from_secs(5);
+/// What an upper bound on an action's time allows beyond its budget: the
+/// machine is shared with compilers and other tests, so the bounds say "no
+/// hang, no retry loop", not "fast".
+const SLACK: Duration = Duration::from_secs(10);
 
-fn redfish_server(id: &str, sim: &Sim, password_file: &str) -> String {
+fn redfish_server(id: &str, sim: &Sim, password_file: &str, task_timeout: Duration) -> String {
     server(
         id,
         "redfish",
@@ -40,8 +46,9 @@ fn redfish_server(id: &str, sim: &Sim, password_file: &str) -> String {
         password_file,
         &format!(
             "system_id = \"{SYSTEM}\", ca_file = \"{}\", request_timeout = \"2s\", \
-             task_timeout = \"4s\", retries = \"1\"",
-            sim.cert().display()
+             task_timeout = \"{}s\", retries = \"1\"",
+            sim.cert().display(),
+            task_timeout.as_secs()
         ),
     )
 }
@@ -57,6 +64,11 @@ struct Bench {
 
 impl Bench {
     async fn start(system_knobs: Value) -> (Bench, Client) {
+        Bench::start_with(system_knobs, TASK_TIMEOUT).await
+    }
+
+    /// As `start`, with the liar's `task_timeout`.
+    async fn start_with(system_knobs: Value, liar_task_timeout: Duration) -> (Bench, Client) {
         let liar = Sim::start(SimOptions {
             power_on: true,
             system_knobs,
@@ -72,8 +84,8 @@ impl Bench {
         let config = format!(
             "{}{}{}",
             settings("10s", "5s", 3),
-            redfish_server(LIAR, &liar, "liar.pass"),
-            redfish_server(HEALTHY, &healthy, "healthy.pass")
+            redfish_server(LIAR, &liar, "liar.pass", liar_task_timeout),
+            redfish_server(HEALTHY, &healthy, "healthy.pass", TASK_TIMEOUT)
         );
         let daemon = start_daemon(dir.path(), &config);
         let mut c = daemon.client().await;
@@ -97,15 +109,25 @@ impl Bench {
     }
 
     /// A HARD reboot of the healthy server, while the liar misbehaves:
-    /// it succeeds within a few seconds.
+    /// it succeeds (a fresh read of its power too).
     async fn healthy_still_served(&self, c: &mut Client) {
         let id = hard_reboot(c, HEALTHY).await;
-        let (a, took) = run(c, id, Duration::from_secs(30)).await;
-        assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
-        assert!(
-            took < Duration::from_secs(5),
-            "the healthy server waited {took:?}"
+        let (a, took) = run(c, id, Duration::from_secs(60)).await;
+        assert_eq!(
+            state(&a),
+            pb::ActionState::Succeeded,
+            "the healthy server, after {took:?}: {}",
+            story(&a)
         );
+        let read = c
+            .get_power_state(admin(pb::GetPowerStateRequest {
+                server_id: HEALTHY.into(),
+                refresh: true,
+            }))
+            .await
+            .expect("a fresh read of the healthy server")
+            .into_inner();
+        assert_eq!(read.power_state, pb::PowerState::On as i32, "{read:?}");
     }
 
     /// Nothing panicked, and the daemon still answers.
@@ -150,7 +172,7 @@ async fn internal_server_errors() {
         "{}",
         story(&a)
     );
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < REQUEST_TIMEOUT + SLACK, "{took:?}");
     assert_eq!(b.resets("ForceRestart").await, 0);
     wait_power(
         &mut c,
@@ -202,7 +224,7 @@ async fn wrong_content_type() {
         "{}",
         story(&a)
     );
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < REQUEST_TIMEOUT + SLACK, "{took:?}");
     assert_eq!(b.resets("ForceRestart").await, 1);
     b.healthy_still_served(&mut c).await;
     b.no_panic(&mut c).await;
@@ -228,7 +250,7 @@ async fn truncated_json() {
             "{knob}: {}",
             story(&a)
         );
-        assert!(took < Duration::from_secs(8), "{knob}: {took:?}");
+        assert!(took < REQUEST_TIMEOUT * 2 + SLACK, "{knob}: {took:?}");
         assert_eq!(b.resets("ForceRestart").await, 0, "{knob}");
         // The failed HARD reboot leaves the server in ERROR; HARD is allowed.
     }
@@ -263,7 +285,7 @@ async fn a_reset_task_that_never_ends() {
         story(&a)
     );
     assert!(
-        took >= TASK_TIMEOUT && took < TASK_TIMEOUT + Duration::from_secs(4),
+        took >= TASK_TIMEOUT - Duration::from_secs(1) && took < TASK_TIMEOUT + SLACK,
         "{took:?}"
     );
     assert_not_stale(&get_server(&mut c, LIAR).await, &a);
@@ -297,7 +319,7 @@ async fn a_graceful_task_that_never_ends() {
         "{}",
         story(&a)
     );
-    assert!(took < Duration::from_secs(12), "{took:?}");
+    assert!(took < POWER_CONFIRM * 2 + SLACK, "{took:?}");
     assert_eq!(b.liar.power_state(SYSTEM).await, "Off");
     let counted = b.liar.counters().await["resets"][SYSTEM].clone();
     assert_eq!(counted["GracefulShutdown"], 1, "{counted}");
@@ -329,7 +351,7 @@ async fn a_reset_carried_out_and_never_answered() {
         "{}",
         story(&a)
     );
-    assert!(took < REQUEST_TIMEOUT + Duration::from_secs(3), "{took:?}");
+    assert!(took < REQUEST_TIMEOUT + SLACK, "{took:?}");
     assert_not_stale(&get_server(&mut c, LIAR).await, &a);
     assert_eq!(b.resets("ForceRestart").await, 1);
     assert_eq!(b.boots().await, boots + 1, "the reset was carried out once");
@@ -361,7 +383,10 @@ async fn a_power_state_that_never_changes() {
         "{}",
         story(&a)
     );
-    assert!(took < Duration::from_secs(9), "{took:?}");
+    assert!(
+        took >= POWER_CONFIRM - Duration::from_secs(1) && took < POWER_CONFIRM + SLACK,
+        "{took:?}"
+    );
     assert!(
         b.liar.state(SYSTEM).await["qemu_pid"].is_null(),
         "the VM is off"
@@ -398,7 +423,7 @@ async fn a_redirect_to_another_host() {
         "{}",
         story(&a)
     );
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < REQUEST_TIMEOUT + SLACK, "{took:?}");
     assert_eq!(b.resets("ForceRestart").await, 0);
     b.healthy_still_served(&mut c).await;
     assert!(
@@ -429,17 +454,17 @@ async fn a_bmc_that_accepts_and_says_nothing() {
         "{}",
         story(&a)
     );
-    assert!(
-        took < REQUEST_TIMEOUT * 2 + Duration::from_secs(1),
-        "{took:?}"
-    );
+    assert!(took < REQUEST_TIMEOUT * 2 + SLACK, "{took:?}");
     b.healthy_still_served(&mut c).await;
     b.liar.set_knobs(SYSTEM, json!({"hang": false})).await;
     wait_power(&mut c, LIAR, pb::PowerState::On, Duration::from_secs(15)).await;
 
-    // Silent for 12 s from now; the control endpoint is silent too.
-    let silence = Duration::from_secs(12);
-    b.liar.set_bmc_knobs(json!({"silent_ms": 12000})).await;
+    // Silent for 25 s from now (room for the checks below on a busy
+    // machine); the control endpoint is silent too.
+    let silence = Duration::from_secs(25);
+    b.liar
+        .set_bmc_knobs(json!({"silent_ms": silence.as_millis() as u64}))
+        .await;
     let silent_since = Instant::now();
     let started = Instant::now();
     let refreshed = c
@@ -452,12 +477,12 @@ async fn a_bmc_that_accepts_and_says_nothing() {
     let status = refreshed.expect_err("a fresh read of a silent BMC");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("did not answer"), "{status:?}");
-    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert!(took < REQUEST_TIMEOUT * 2 + SLACK, "{took:?}");
     let id = hard_reboot(&mut c, LIAR).await;
     let (a, took) = run(&mut c, id, Duration::from_secs(30)).await;
     assert_eq!(state(&a), pb::ActionState::Failed, "{}", story(&a));
     assert!(a.message.contains("did not answer within"), "{}", story(&a));
-    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert!(took < REQUEST_TIMEOUT * 2 + SLACK, "{took:?}");
     b.healthy_still_served(&mut c).await;
     wait_power(
         &mut c,
@@ -479,5 +504,54 @@ async fn a_bmc_that_accepts_and_says_nothing() {
     let id = hard_reboot(&mut c, LIAR).await;
     let (a, _) = run(&mut c, id, Duration::from_secs(30)).await;
     assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
+    b.no_panic(&mut c).await;
+}
+
+/// No worker held up for another server: while an action of the liar is
+/// stuck on its BMC (a ForceRestart accepted with a task that never ends,
+/// followed for up to 60 s), a HARD reboot and a fresh power read of the
+/// healthy server succeed, and the liar's action is still running when they
+/// are done. An admin's reset-state then ends the stuck action as
+/// SUPERSEDED, and the liar reset exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_bmc_holds_up_no_other_server() {
+    let liar_task_timeout = Duration::from_secs(60);
+    let (b, mut c) = Bench::start_with(json!({}), liar_task_timeout).await;
+    let _report = OnFailure(|| b.report());
+    b.liar.set_knobs(SYSTEM, json!({"task_stuck": true})).await;
+    let stuck = hard_reboot(&mut c, LIAR).await;
+    let started = Instant::now();
+    while b.resets("ForceRestart").await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the liar never got its ForceRestart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    b.healthy_still_served(&mut c).await;
+    let a = c
+        .get_action(admin(pb::GetActionRequest { id: stuck.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state(&a),
+        pb::ActionState::Running,
+        "the liar's action after {:?} (budget {liar_task_timeout:?}): {}",
+        started.elapsed(),
+        story(&a)
+    );
+
+    c.reset_state(admin(pb::ResetStateRequest {
+        server_id: LIAR.into(),
+        state: pb::ResetStateTarget::Active as i32,
+        request_id: String::new(),
+    }))
+    .await
+    .expect("reset-state of the liar");
+    let (a, _) = run(&mut c, stuck, Duration::from_secs(30)).await;
+    assert_eq!(state(&a), pb::ActionState::Superseded, "{}", story(&a));
+    assert_eq!(b.resets("ForceRestart").await, 1);
     b.no_panic(&mut c).await;
 }
