@@ -234,6 +234,7 @@ async fn ipmi_bmc_killed_during_a_hard_reset() {
         })
         .await;
         assert_eq!(bench.calls(0).matches("set reset").count(), want + 1);
+        assert_no_secret("the daemon's log", &daemon.log(), PASSWORD);
     }
     drop(seed);
 }
@@ -297,6 +298,7 @@ async fn ipmi_bmc_killed_during_a_reinstall() {
     assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
     wait_power(&mut c, SERVER, pb::PowerState::On, Duration::from_secs(10)).await;
     assert_eq!(calls("set power 0"), 1, "no second power cycle");
+    assert_no_secret("the daemon's log", &daemon.log(), PASSWORD);
     drop(seed);
 }
 
@@ -416,6 +418,7 @@ async fn redfish_bmc_killed_while_its_reset_task_runs() {
     assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
     assert!(a.message.contains("restart seen"), "{}", story(&a));
     assert_eq!(rf_resets_logged(&sim, "ForceRestart"), 2);
+    assert_no_secret("the daemon's log", &daemon.log(), &sim.password);
     drop(seed);
 }
 
@@ -476,5 +479,6 @@ async fn redfish_bmc_killed_between_the_boot_override_and_the_reset() {
     let (a, _) = run(&mut c, id, Duration::from_secs(60)).await;
     assert_eq!(state(&a), pb::ActionState::Succeeded, "{}", story(&a));
     assert_eq!(rf_resets_logged(&sim, "ForceRestart"), 1);
+    assert_no_secret("the daemon's log", &daemon.log(), &sim.password);
     drop(seed);
 }

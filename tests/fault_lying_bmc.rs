@@ -57,7 +57,7 @@ fn redfish_server(id: &str, sim: &Sim, password_file: &str, task_timeout: Durati
 /// controls both: `liar` gets the knobs, `healthy` must be served meanwhile.
 struct Bench {
     liar: Sim,
-    _healthy: Sim,
+    healthy: Sim,
     daemon: Daemon,
     _dir: tempfile::TempDir,
 }
@@ -93,7 +93,7 @@ impl Bench {
         wait_power(&mut c, HEALTHY, pb::PowerState::On, Duration::from_secs(30)).await;
         let b = Bench {
             liar,
-            _healthy: healthy,
+            healthy,
             daemon,
             _dir: dir,
         };
@@ -130,14 +130,26 @@ impl Bench {
         assert_eq!(read.power_state, pb::PowerState::On as i32, "{read:?}");
     }
 
-    /// Nothing panicked, and the daemon still answers.
+    /// Nothing panicked, the daemon still answers, and neither BMC's
+    /// password is in its log or in the liar's action history.
     async fn no_panic(&self, c: &mut Client) {
-        assert!(
-            !self.daemon.log().contains("panicked"),
-            "{}",
-            self.daemon.log()
-        );
+        let log = self.daemon.log();
+        assert!(!log.contains("panicked"), "{log}");
         get_server(c, LIAR).await;
+        let history = format!(
+            "{:?}",
+            c.list_actions(admin(pb::ListActionsRequest {
+                server_id: LIAR.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+        );
+        for pw in [&self.liar.password, &self.healthy.password] {
+            assert_no_secret("the daemon's log", &log, pw);
+            assert_no_secret("the liar's action history", &history, pw);
+        }
     }
 
     async fn resets(&self, kind: &str) -> u64 {

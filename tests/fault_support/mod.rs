@@ -228,3 +228,15 @@ pub fn assert_not_stale(srv: &pb::Server, a: &pb::Action) {
         story(a)
     );
 }
+
+/// A BMC password never shows in what the daemon writes or answers. The
+/// text is not printed when it does: that would put the secret in the test
+/// output.
+pub fn assert_no_secret(what: &str, text: &str, secret: &str) {
+    assert!(secret.len() >= 6, "a test password too short to look for");
+    assert!(
+        !text.contains(secret),
+        "{what} holds a BMC password ({} bytes searched)",
+        text.len()
+    );
+}
