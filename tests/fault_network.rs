@@ -419,7 +419,7 @@ async fn redfish_over_a_lossy_link_completes_or_fails_with_the_reason_never_rese
 /// Requests are not duplicated: ipmi_sim 2.0.33 executes a duplicated
 /// request datagram twice (it does not reject a session sequence number it
 /// has already seen), so a network that duplicates a hard reset makes that
-/// BMC reset twice whatever the client does (hil-tests/FAULTS.md).
+/// BMC reset twice whatever the client does (README, "Failure behaviour").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipmi_with_duplicated_and_reordered_datagrams_resets_once_per_reboot() {
     let seed = Seed::new("fault_network", "ipmi_with_duplicated_and_reordered");
