@@ -142,7 +142,10 @@ fn run(
 }
 
 fn commit(conn: &Connection, batch: Vec<Job>, events: &broadcast::Sender<ServerEvent>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = conn
+        .prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut s| s.execute([]))
+    {
         let why = e.to_string();
         for job in batch {
             job.reply.send(Err(StoreError::Write(why.clone())));
@@ -153,7 +156,10 @@ fn commit(conn: &Connection, batch: Vec<Job>, events: &broadcast::Sender<ServerE
     for job in &batch {
         results.push(apply_job(conn, &job.writes));
     }
-    if let Err(e) = conn.execute_batch("COMMIT") {
+    if let Err(e) = conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+    {
         let why = e.to_string();
         warn!(error = %why, jobs = batch.len(), "state database commit failed");
         let _ = conn.execute_batch("ROLLBACK");
@@ -172,16 +178,29 @@ fn commit(conn: &Connection, batch: Vec<Job>, events: &broadcast::Sender<ServerE
     }
 }
 
-/// One job in a savepoint of its own.
+/// One job, all or nothing: in a savepoint of its own, unless it is one SQL
+/// statement (which undoes itself when it fails). The statements are
+/// prepared once per connection, not parsed per job.
 fn apply_job(conn: &Connection, writes: &[Write]) -> Result<Vec<ServerEvent>> {
-    conn.execute_batch("SAVEPOINT job")?;
+    let guarded = !matches!(writes, [w] if w.is_one_statement());
+    if guarded {
+        conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    }
     let mut evs = Vec::new();
     for w in writes {
         match apply(conn, w) {
             Ok(Some(ev)) => evs.push(ev),
             Ok(None) => {}
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                if guarded {
+                    let undo = conn
+                        .prepare_cached("ROLLBACK TO job")
+                        .and_then(|mut s| s.execute([]))
+                        .and_then(|_| conn.prepare_cached("RELEASE job")?.execute([]));
+                    if let Err(u) = undo {
+                        error!(error = %u, "cannot roll a failed job back");
+                    }
+                }
                 return Err(StoreError::Write(match e {
                     StoreError::Write(w) => w,
                     other => format!("{other}: {}", source_text(&other)),
@@ -189,7 +208,9 @@ fn apply_job(conn: &Connection, writes: &[Write]) -> Result<Vec<ServerEvent>> {
             }
         }
     }
-    conn.execute_batch("RELEASE job")?;
+    if guarded {
+        conn.prepare_cached("RELEASE job")?.execute([])?;
+    }
     Ok(evs)
 }
 
