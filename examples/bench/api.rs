@@ -560,6 +560,35 @@ async fn watch_fanout(
     Ok(out)
 }
 
+/// The disk's floor under a durable accept: one writer appending 4 KiB and
+/// calling fdatasync, back to back, for `secs`, in `dir` (the daemon's
+/// filesystem). Columns as the accept rows: fsyncs/s, then p50/p99/max.
+fn fsync_floor(dir: &std::path::Path, secs: f64) -> Result<Vec<f64>, String> {
+    use std::io::Write;
+    let path = dir.join("fsync-floor.probe");
+    let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let block = [0x5a_u8; 4096];
+    let mut ms = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let t0 = Instant::now();
+        f.write_all(&block)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let per_s = ms.len() as f64 / start.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    let (p50, p99, max) = (
+        percentile(&mut ms, 0.5),
+        percentile(&mut ms, 0.99),
+        percentile(&mut ms, 1.0),
+    );
+    let nan = f64::NAN;
+    Ok(vec![per_s, nan, nan, p50, p99, max, nan, nan, nan])
+}
+
 fn accept_cols(f: &Figures) -> Vec<f64> {
     vec![
         f.ok_per_s,
@@ -682,6 +711,7 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
     let rounds = z.api_rounds;
     let k = z.api_clients.len();
     let mut bursts: Vec<Series> = (0..k).map(|_| Series::default()).collect();
+    let mut disk = Series::default();
     let mut floor_h: Vec<Series> = (0..k).map(|_| Series::default()).collect();
     let mut floor_p: Vec<Series> = (0..k).map(|_| Series::default()).collect();
     let mut open_t = OpenSeries::default();
@@ -712,6 +742,11 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
             tokio::time::sleep(Duration::from_millis(500)).await;
             for r in 0..rounds {
                 crate::progress(&format!("API: round {}/{rounds}: accept bursts", r + 1));
+                disk.push(
+                    ctx,
+                    "api fsync floor",
+                    tokio::task::block_in_place(|| fsync_floor(&dir, 1.0)),
+                );
                 for j in 0..k {
                     let i = (j + r) % k;
                     let c = z.api_clients[i];
@@ -814,7 +849,9 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
         &burst_cols,
     )
     .note("each client sends its next Reboot as soon as the previous one was answered, to the next server not yet used, until all have one (accepted/s, latencies, CPU: this phase); finished/s = the actions over the time until every one had also ended (the bench polls the in-flight gauge at /metrics every 50 ms)")
-    .note(daemon_note.clone());
+    .note(daemon_note.clone())
+    .note("disk floor: what one durable commit costs on the filesystem the daemon writes to, measured by the bench in the same run; every answer to a Reboot waits for at least one such flush (group commit shares it), so p99 cannot be below this row's p50")
+    .note("with C clients each waiting for its answer, accepted/s ≤ C / latency (Little's law): 64 clients at 5,000/s leave each answer 12.8 ms on average");
     for (i, c) in z.api_clients.iter().enumerate() {
         let mut row = bursts[i].row(format!("{c} client(s)"));
         if *c == 64 {
@@ -824,6 +861,9 @@ pub async fn run(ctx: &Ctx) -> Vec<Group> {
         }
         g0.rows.push(row);
     }
+    g0.rows.push(
+        disk.row("disk floor: 4 KiB append + fdatasync, back to back (fsyncs/s; latency of one)"),
+    );
     g0.finish();
 
     let g2 = open_t.group(

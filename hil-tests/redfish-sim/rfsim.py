@@ -113,13 +113,30 @@ def _bool(v):
 
 # Fault knobs exist at both scopes: the BMC's apply to every /redfish request,
 # a system's to the requests under /redfish/v1/Systems/<id>.
+def _optional_str(v):
+    if v is not None and (not isinstance(v, str) or not v):
+        raise ValueError("must be a non-empty string or null")
+    return v
+
+
+def _redirect(v):
+    if v is not None and (not isinstance(v, str) or not re.match(r"https?://[^/]+$", v)):
+        raise ValueError("must be null or scheme://host[:port], without a path")
+    return v
+
+
 FAULT_KNOBS = {
     "latency_ms": (_int_min(0), 0),
     "status": (_optional(_http_status), None),
     "status_times": (_optional(_int_min(1)), None),
     "hang": (_bool, False),
+    # Lying or broken answers (see README.md, "Knobs").
+    "content_type": (_optional_str, None),
+    "body": (_optional(_one_of("html", "truncated", "short_read")), None),
+    "redirect": (_redirect, None),
 }
 BMC_KNOBS = dict(FAULT_KNOBS, **{
+    "silent_ms": (_int_min(0), 0),
     "session_limit": (_int_min(0), 4),
     "session_limit_status": (_http_status, 503),
     "session_timeout_s": (_int_min(1), 1800),
@@ -140,6 +157,9 @@ SYSTEM_KNOBS = dict(FAULT_KNOBS, **{
     "missing_if_match_status": (_one_of(412, 428), 412),
     "precondition_fail_times": (_int_min(0), 0),
     "boot_targets": (_subset_of(BOOT_TARGETS), list(BOOT_TARGETS)),
+    "power_state": (_optional(_one_of("On", "Off")), None),
+    "task_stuck": (_bool, False),
+    "reset_unanswered": (_bool, False),
 })
 
 
@@ -463,7 +483,9 @@ class System:
             "Model": "QEMU virtual machine",
             "SerialNumber": f"RFSIM-{self.index:04d}",
             "UUID": self.uuid,
-            "PowerState": self.power,
+            # A lying BMC (knob power_state) reports the same power whatever
+            # the machine does.
+            "PowerState": self.knobs["power_state"] or self.power,
             "Status": {"State": "Enabled" if self.power == "On" else "StandbyOffline",
                        "Health": "OK"},
             "Boot": {
@@ -925,7 +947,8 @@ def new_counters():
         "patches_applied": 0,
         "precondition_failed": 0,
         "tasks": 0,
-        "faults": {"status": 0, "hang": 0, "latency": 0},
+        "faults": {"status": 0, "hang": 0, "latency": 0, "silent": 0, "redirect": 0,
+                   "body": 0, "content_type": 0},
         "boots": {},
     }
 
@@ -951,6 +974,13 @@ class Bmc:
             s = System(self, i, args)
             self.systems[s.id] = s
         self.stopping = threading.Event()
+        self.silent_until = 0.0  # knob silent_ms, counted from when it is set
+
+    def set_knobs(self, changes):
+        """BMC knobs, all or none; silent_ms starts its window now."""
+        self.knobs.update(changes)
+        if "silent_ms" in changes:
+            self.silent_until = time.monotonic() + self.knobs["silent_ms"] / 1000.0
 
     def count(self, bucket, system_id, key=None):
         c = self.counters[bucket]
@@ -1263,6 +1293,17 @@ class Bmc:
                                "values.", [str(reset_type), "ResetType", "ComputerSystem.Reset"],
                                "Choose a value from the enumeration list that the implementation "
                                "can support and resubmit the request if the operation failed.")
+        if system.knobs["task_stuck"]:
+            # Accepted with a task that never ends, and nothing is done: a BMC
+            # whose operation hangs.
+            task = Task(self, self.next_task, system.id, reset_type, 0)
+            self.next_task += 1
+            system.note(f"Reset {reset_type} accepted into task {task.id}, which never ends "
+                        "(task_stuck); nothing is done")
+            self.count("resets", system.id, reset_type)
+            self.tasks[task.id] = task
+            self.counters["tasks"] += 1
+            return 202, {"Location": task.monitor}, task.resource()
         task = None
         if system.knobs["reset_response"] == 202:
             task = Task(self, self.next_task, system.id, reset_type, system.knobs["task_min_ms"])
@@ -1374,7 +1415,7 @@ class Bmc:
             if path == "/control/knobs":
                 if method == "POST":
                     try:
-                        self.knobs.update(req)
+                        self.set_knobs(req)
                     except ValueError as e:
                         return 400, {"error": str(e)}
                     log(f"BMC knobs: {req}")
@@ -1456,7 +1497,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.dispatch("HEAD")
 
-    def reply(self, status, headers, payload, content_type="application/json; charset=utf-8"):
+    def reply(self, status, headers, payload, content_type="application/json; charset=utf-8",
+              shape=None):
+        """`shape`: the answer-shaping fault knobs in force ({"content_type",
+        "body"}), for /redfish answers only."""
+        shape = shape or {}
         if payload is None:
             data = b""
         elif isinstance(payload, (bytes, str)):
@@ -1464,12 +1509,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
             content_type = "text/plain; charset=utf-8"
         else:
             data = json.dumps(payload, indent=1).encode()
+        if data and shape.get("content_type"):
+            content_type = shape["content_type"]
+        length = len(data)
+        if data and shape.get("body") == "truncated":
+            # A well-framed answer whose JSON stops halfway.
+            data = data[: len(data) // 2]
+            length = len(data)
+        elif data and shape.get("body") == "short_read":
+            # The full length announced, half of it sent, then the connection
+            # closes.
+            data = data[: len(data) // 2]
+            self.close_connection = True
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
         if data:
             self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(length))
         self.send_header("OData-Version", "4.0")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
@@ -1498,6 +1555,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             bmc.counters["requests"][method] = bmc.counters["requests"].get(method, 0) + 1
         if self.apply_faults(bmc, path):
             return
+        shape = self.answer_shape(bmc, path)
         try:
             status, headers, payload = bmc.handle(method, path, self.headers, body)
         except RedfishError as e:
@@ -1508,17 +1566,58 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "InternalError", f"The request failed due to an internal service error: {e}")
         if isinstance(payload, dict) and "@odata.etag" in payload and method in ("GET", "PATCH"):
             headers = dict(headers, ETag=payload["@odata.etag"])
-        self.reply(status, headers, payload)
+        if self.reset_unanswered(bmc, method, path, status):
+            return
+        self.reply(status, headers, payload, shape=shape)
+
+    def reset_unanswered(self, bmc, method, path, status):
+        """Knob reset_unanswered: an accepted Reset is carried out and its
+        answer never sent (held until the knob is cleared, then dropped)."""
+        m = re.fullmatch(r"/redfish/v1/Systems/([^/]+)/Actions/ComputerSystem\.Reset/?", path)
+        if method != "POST" or not m or status >= 300 or m.group(1) not in bmc.systems:
+            return False
+        knobs = bmc.systems[m.group(1)].knobs
+        with bmc.lock:
+            if not knobs["reset_unanswered"]:
+                return False
+            bmc.counters["faults"]["hang"] += 1
+        while not bmc.stopping.is_set():
+            with bmc.lock:
+                if not knobs["reset_unanswered"]:
+                    break
+            time.sleep(0.1)
+        self.close_connection = True
+        return True
+
+    @staticmethod
+    def fault_scopes(bmc, path):
+        """The knob sets that apply to `path`: the BMC's, then its system's."""
+        scopes = [bmc.knobs]
+        m = re.match(r"/redfish/v1/Systems/([^/]+)", path)
+        if m and m.group(1) in bmc.systems:
+            scopes.append(bmc.systems[m.group(1)].knobs)
+        return scopes
+
+    def answer_shape(self, bmc, path):
+        """content_type / body knobs (truncated, short_read) for the answer;
+        a system's knob wins over the BMC's."""
+        shape = {}
+        with bmc.lock:
+            for k in self.fault_scopes(bmc, path):
+                for name in ("content_type", "body"):
+                    if k[name] is not None:
+                        shape[name] = k[name]
+                        bmc.counters["faults"][name] += 1
+        return shape
 
     def apply_faults(self, bmc, path):
         """Latency, a forced status, a hang: the BMC's knobs, then the system's.
         Returns True when the request was answered (or will never be)."""
         with bmc.lock:
-            scopes = [bmc.knobs]
-            m = re.match(r"/redfish/v1/Systems/([^/]+)", path)
-            if m and m.group(1) in bmc.systems:
-                scopes.append(bmc.systems[m.group(1)].knobs)
+            scopes = self.fault_scopes(bmc, path)
             latency = sum(k["latency_ms"] for k in scopes)
+            redirect = next((k["redirect"] for k in reversed(scopes) if k["redirect"]), None)
+            html = any(k["body"] == "html" for k in scopes)
             hang = [k for k in scopes if k["hang"]]
             forced = None
             for k in scopes:
@@ -1535,6 +1634,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 bmc.counters["faults"]["hang"] += 1
             elif forced is not None:
                 bmc.counters["faults"]["status"] += 1
+            elif redirect:
+                bmc.counters["faults"]["redirect"] += 1
+            elif html:
+                bmc.counters["faults"]["body"] += 1
         if latency:
             time.sleep(latency / 1000.0)
         if hang:
@@ -1555,6 +1658,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 headers["WWW-Authenticate"] = 'Basic realm="rfsim"'
             self.reply(forced, headers, error_body(
                 msg_id, f"rfsim answers HTTP {forced} to every request (fault knob 'status')."))
+            return True
+        if redirect:
+            # Elsewhere, same path: a BMC (or a proxy in front of it) sending
+            # the client, and its credentials, to another host.
+            self.reply(307, {"Location": redirect + self.path}, None)
+            return True
+        if html:
+            # A web page where Redfish JSON should be: a login portal, a proxy's
+            # error page.
+            page = ("<!DOCTYPE html>\n<html><head><title>BMC Login</title></head>"
+                    "<body><form action=\"/login\">Please log in.</form></body></html>\n")
+            self.reply(200, {}, page, shape={"content_type": "text/html; charset=utf-8"})
             return True
         return False
 
@@ -1577,6 +1692,18 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         # Headers and body leave in separate writes: without this, Nagle holds
         # the body back until the client's delayed ACK (~40 ms per request).
         request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.bmc.lock:
+            until = self.bmc.silent_until
+            if time.monotonic() < until:
+                self.bmc.counters["faults"]["silent"] += 1
+        if time.monotonic() < until:
+            # Knob silent_ms: the connection is accepted and nothing is ever
+            # said, not even the TLS handshake, until the time is up; then it
+            # is closed unanswered. (The control endpoint shares the port, so
+            # it is silent too: the window ends by itself.)
+            while time.monotonic() < until and not self.bmc.stopping.is_set():
+                time.sleep(0.05)
+            return
         try:
             conn = self.tls.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError) as e:
@@ -1642,7 +1769,7 @@ def main():
 
     bmc = Bmc(args)
     try:
-        bmc.knobs.update(json.loads(args.knobs))
+        bmc.set_knobs(json.loads(args.knobs))
         for s in bmc.systems.values():
             s.knobs.update(json.loads(args.system_knobs))
     except ValueError as e:

@@ -287,6 +287,11 @@ pub enum BmcError {
     Config(String),
     #[error("the BMC answered something we cannot understand: {0}")]
     Protocol(String),
+    /// The BMC accepted a command and did not say it was done within the
+    /// time allowed (a Redfish task still running): it may or may not be
+    /// carried out.
+    #[error("the BMC accepted the command but did not finish it: {0}")]
+    Unfinished(String),
 }
 
 impl BmcError {
@@ -294,6 +299,13 @@ impl BmcError {
     /// opposed to a BMC that answered and said no.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, BmcError::Timeout(_) | BmcError::Unreachable(_))
+    }
+
+    /// Whether a command that failed so may still have been carried out:
+    /// no answer, or accepted and never finished. The power read before it
+    /// is then no longer to be trusted.
+    pub fn leaves_doubt(&self) -> bool {
+        self.is_unavailable() || matches!(self, BmcError::Unfinished(_))
     }
 
     /// A short machine-friendly kind, for logs and metrics.
@@ -306,6 +318,7 @@ impl BmcError {
             BmcError::Unsupported(_) => "unsupported",
             BmcError::Config(_) => "config",
             BmcError::Protocol(_) => "protocol",
+            BmcError::Unfinished(_) => "unfinished",
         }
     }
 }

@@ -182,6 +182,24 @@ impl Engine {
         slot.setup_problem = problem;
     }
 
+    /// An action found its BMC unavailable (no answer, unreachable). A read
+    /// that failed counts as a failed poll. A power command that got no
+    /// answer (`in_doubt`) may have changed the power, so the power last
+    /// read is not trusted any more: it becomes UNKNOWN at once, never a
+    /// stale ON or OFF.
+    pub(super) fn bmc_unavailable(&self, server_id: &str, error: &BmcError, in_doubt: bool) {
+        if in_doubt {
+            let mut inner = self.lock();
+            if let Some(slot) = inner.servers.get_mut(server_id) {
+                let threshold = self.settings.sync.unknown_after_failures;
+                slot.failures = slot.failures.max(threshold.saturating_sub(1));
+            }
+        }
+        if let Err(e) = self.observe_power(server_id, Err(error.clone()), "action") {
+            warn!(server_id, error = %e, "cannot record power state");
+        }
+    }
+
     /// Records a power reading (or a failure to read) and publishes a change.
     pub(super) fn observe_power(
         &self,

@@ -274,13 +274,15 @@ impl Run {
     where
         F: std::future::Future<Output = Result<T, BmcError>>,
     {
-        let result = {
+        let limit = self.engine.settings.timeouts.bmc_command;
+        let (result, cut) = {
             let _op = self.op_lock.lock().await;
             self.record(step, StepPhase::Started, "", None).await?;
             self.kill(step, Boundary::Started).await;
-            let r = with_timeout(self.engine.settings.timeouts.bmc_command, fut).await;
+            let r = tokio::time::timeout(limit, fut).await;
             self.kill(step, Boundary::Answered).await;
-            r
+            let cut = r.is_err();
+            (r.unwrap_or(Err(BmcError::Timeout(limit))), cut)
         };
         let out = match result {
             Ok(v) => {
@@ -296,9 +298,26 @@ impl Run {
                     .map(|r| r.bmc.protocol.as_str())
                     .unwrap_or("unknown");
                 self.engine.settings.metrics.bmc_error(protocol, e.kind());
-                self.record(step, StepPhase::Failed, &e.to_string(), None)
-                    .await?;
-                Err(format!("{step} failed: {e} (BMC {})", self.bmc_key))
+                let power_command = PowerOp::parse(step).is_some();
+                if e.leaves_doubt() {
+                    self.engine
+                        .bmc_unavailable(&self.server_id, &e, power_command);
+                }
+                // The agent's own deadline cut a power command short (a
+                // driver still following a task, a BMC that answers slowly):
+                // "did not answer" would not be the truth — it may have
+                // answered and be carrying the command out.
+                let text = if cut && power_command {
+                    format!(
+                        "no complete answer within {} (timeouts.bmc_command): the BMC may be \
+                         carrying it out; not re-sent because the BMC may have executed it",
+                        humantime::format_duration(limit)
+                    )
+                } else {
+                    e.to_string()
+                };
+                self.record(step, StepPhase::Failed, &text, None).await?;
+                Err(format!("{step} failed: {text} (BMC {})", self.bmc_key))
             }
         };
         self.kill(step, Boundary::Finished).await;
@@ -415,10 +434,14 @@ impl Run {
             )
             .await
         };
-        if let Ok(obs) = &r {
-            let _ = self
-                .engine
-                .observe_power(&self.server_id, Ok(obs.power), "action");
+        match &r {
+            Ok(obs) => {
+                let _ = self
+                    .engine
+                    .observe_power(&self.server_id, Ok(obs.power), "action");
+            }
+            Err(e) if e.is_unavailable() => self.engine.bmc_unavailable(&self.server_id, e, false),
+            Err(_) => {}
         }
         r
     }

@@ -12,8 +12,10 @@
 //! worker ever waits on a disk flush while holding a lock; reads use their
 //! own connections (WAL readers never wait for the writer). Appended events
 //! are numbered at commit and sent to subscribers in that order, after they
-//! are durable.
+//! are durable. WAL checkpoints run on a thread of their own ([`checkpoint`]),
+//! never inside a commit.
 
+mod checkpoint;
 mod rows;
 mod schema;
 mod writer;
@@ -22,7 +24,8 @@ mod writes;
 pub use writes::Write;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::broadcast;
@@ -82,6 +85,7 @@ impl Ticket {
 pub struct Store {
     path: PathBuf,
     writer: writer::Handle,
+    checkpointer: checkpoint::Checkpointer,
     readers: Mutex<Vec<Connection>>,
     events: broadcast::Sender<ServerEvent>,
     /// A scratch database's directory, removed when the store is dropped.
@@ -129,6 +133,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints run on their own thread (`checkpoint`), not in a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let schema = schema::migrate(&conn).and_then(|()| Ok(conn.execute_batch(schema::SCHEMA)?));
         match schema {
@@ -139,8 +145,13 @@ impl Store {
             }
         }
         let (events, _) = broadcast::channel(4096);
+        let wal_frames = Arc::new(AtomicU64::new(0));
+        let writer = writer::Handle::start(conn, events.clone(), wal_frames.clone());
+        let checkpointer =
+            checkpoint::Checkpointer::start(&path, durable, writer.commit_counter(), wal_frames)?;
         Ok(Store {
-            writer: writer::Handle::start(conn, events.clone()),
+            writer,
+            checkpointer,
             path,
             readers: Mutex::new(Vec::new()),
             events,
@@ -349,6 +360,7 @@ impl Drop for Store {
     fn drop(&mut self) {
         // Let the writer finish what was queued, then close the readers.
         self.writer.stop();
+        self.checkpointer.stop();
         self.readers
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())

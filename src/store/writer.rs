@@ -7,13 +7,15 @@
 //! for all of them; then every job is answered, and the events they appended
 //! are sent to subscribers, numbered, in order.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 use tokio::sync::broadcast;
 use tracing::{error, warn};
 
+use super::checkpoint;
 use super::writes::{apply, Write};
 use super::{Result, StoreError};
 use crate::model::ServerEvent;
@@ -57,17 +59,22 @@ pub(super) struct Handle {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     /// Transactions committed so far.
-    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Handle {
-    pub fn start(conn: Connection, events: broadcast::Sender<ServerEvent>) -> Handle {
+    /// `wal_frames`: the WAL's size as the checkpoint thread last saw it.
+    pub fn start(
+        conn: Connection,
+        events: broadcast::Sender<ServerEvent>,
+        wal_frames: Arc<AtomicU64>,
+    ) -> Handle {
         let (tx, rx) = mpsc::channel::<Job>();
-        let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, events, &counter))
+            .spawn(move || run(conn, rx, events, &counter, &wal_frames))
             .expect("cannot start the store writer thread");
         Handle {
             tx: Some(tx),
@@ -89,7 +96,12 @@ impl Handle {
     }
 
     pub fn commits(&self) -> u64 {
-        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// The commit counter, for the checkpoint thread.
+    pub fn commit_counter(&self) -> Arc<AtomicU64> {
+        self.commits.clone()
     }
 
     /// Closes the queue and waits until everything queued is written.
@@ -105,7 +117,8 @@ fn run(
     conn: Connection,
     rx: mpsc::Receiver<Job>,
     events: broadcast::Sender<ServerEvent>,
-    commits: &std::sync::atomic::AtomicU64,
+    commits: &AtomicU64,
+    wal_frames: &AtomicU64,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -116,12 +129,23 @@ fn run(
             }
         }
         commit(&conn, batch, &events);
-        commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        commits.fetch_add(1, Ordering::Relaxed);
+        if wal_frames.load(Ordering::Relaxed) > checkpoint::WAL_LIMIT_FRAMES {
+            // The checkpoint thread cannot catch up: copy the WAL back here,
+            // holding the next commit, so that it cannot grow without bound.
+            match checkpoint::checkpoint(&conn, "RESTART") {
+                Ok(frames) => wal_frames.store(frames, Ordering::Relaxed),
+                Err(e) => warn!(error = %e, "state database checkpoint failed"),
+            }
+        }
     }
 }
 
 fn commit(conn: &Connection, batch: Vec<Job>, events: &broadcast::Sender<ServerEvent>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = conn
+        .prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut s| s.execute([]))
+    {
         let why = e.to_string();
         for job in batch {
             job.reply.send(Err(StoreError::Write(why.clone())));
@@ -132,7 +156,10 @@ fn commit(conn: &Connection, batch: Vec<Job>, events: &broadcast::Sender<ServerE
     for job in &batch {
         results.push(apply_job(conn, &job.writes));
     }
-    if let Err(e) = conn.execute_batch("COMMIT") {
+    if let Err(e) = conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+    {
         let why = e.to_string();
         warn!(error = %why, jobs = batch.len(), "state database commit failed");
         let _ = conn.execute_batch("ROLLBACK");
@@ -151,16 +178,29 @@ fn commit(conn: &Connection, batch: Vec<Job>, events: &broadcast::Sender<ServerE
     }
 }
 
-/// One job in a savepoint of its own.
+/// One job, all or nothing: in a savepoint of its own, unless it is one SQL
+/// statement (which undoes itself when it fails). The statements are
+/// prepared once per connection, not parsed per job.
 fn apply_job(conn: &Connection, writes: &[Write]) -> Result<Vec<ServerEvent>> {
-    conn.execute_batch("SAVEPOINT job")?;
+    let guarded = !matches!(writes, [w] if w.is_one_statement());
+    if guarded {
+        conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    }
     let mut evs = Vec::new();
     for w in writes {
         match apply(conn, w) {
             Ok(Some(ev)) => evs.push(ev),
             Ok(None) => {}
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                if guarded {
+                    let undo = conn
+                        .prepare_cached("ROLLBACK TO job")
+                        .and_then(|mut s| s.execute([]))
+                        .and_then(|_| conn.prepare_cached("RELEASE job")?.execute([]));
+                    if let Err(u) = undo {
+                        error!(error = %u, "cannot roll a failed job back");
+                    }
+                }
                 return Err(StoreError::Write(match e {
                     StoreError::Write(w) => w,
                     other => format!("{other}: {}", source_text(&other)),
@@ -168,7 +208,9 @@ fn apply_job(conn: &Connection, writes: &[Write]) -> Result<Vec<ServerEvent>> {
             }
         }
     }
-    conn.execute_batch("RELEASE job")?;
+    if guarded {
+        conn.prepare_cached("RELEASE job")?.execute([])?;
+    }
     Ok(evs)
 }
 

@@ -43,6 +43,22 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// Whether applying it takes one SQL statement, which undoes itself when
+    /// it fails (the others may need a savepoint to be all or nothing).
+    pub(super) fn is_one_statement(&self) -> bool {
+        match self {
+            Write::PutServer(_)
+            | Write::DeleteServer(_)
+            | Write::StartAction { .. }
+            | Write::EndAction { .. }
+            | Write::AddStep { .. } => true,
+            Write::InsertAction(a) => a.events.is_empty(),
+            Write::AppendEvent { .. } | Write::PruneActions { .. } => false,
+        }
+    }
+}
+
 /// Applies one write; an appended event comes back numbered.
 pub(super) fn apply(conn: &Connection, w: &Write) -> Result<Option<ServerEvent>> {
     match w {

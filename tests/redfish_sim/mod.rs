@@ -84,6 +84,7 @@ pub struct Sim {
     pub password: String,
     pub systems: Vec<String>,
     http: reqwest::Client,
+    opts: SimOptions,
 }
 
 impl Sim {
@@ -108,25 +109,7 @@ impl Sim {
                 .tempdir()
                 .expect("temp dir");
             let port = free_port();
-            let mut cmd = Command::new("bash");
-            cmd.arg(script("start.sh"))
-                .arg(dir.path())
-                .arg(port.to_string())
-                .arg("--systems")
-                .arg(opts.systems.to_string())
-                .arg("--guest")
-                .arg(match opts.guest {
-                    Guest::None => "none",
-                    Guest::Acpi => "acpi",
-                })
-                .arg("--knobs")
-                .arg(opts.knobs.to_string())
-                .arg("--system-knobs")
-                .arg(opts.system_knobs.to_string());
-            if opts.power_on {
-                cmd.arg("--power-on");
-            }
-            match run(&mut cmd) {
+            match run(&mut start_command(dir.path(), port, &opts)) {
                 Ok(_) => {
                     let password = std::fs::read_to_string(dir.path().join("password"))
                         .expect("start.sh wrote no password file");
@@ -145,6 +128,7 @@ impl Sim {
                         password,
                         systems: (1..=opts.systems).map(|i| format!("sys{i}")).collect(),
                         http,
+                        opts,
                     };
                 }
                 Err(e) => {
@@ -383,6 +367,93 @@ impl Sim {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// `start.sh DIR PORT` with the options' flags.
+fn start_command(dir: &Path, port: u16, opts: &SimOptions) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script("start.sh"))
+        .arg(dir)
+        .arg(port.to_string())
+        .arg("--systems")
+        .arg(opts.systems.to_string())
+        .arg("--guest")
+        .arg(match opts.guest {
+            Guest::None => "none",
+            Guest::Acpi => "acpi",
+        })
+        .arg("--knobs")
+        .arg(opts.knobs.to_string())
+        .arg("--system-knobs")
+        .arg(opts.system_knobs.to_string());
+    if opts.power_on {
+        cmd.arg("--power-on");
+    }
+    cmd
+}
+
+impl Sim {
+    /// The simulator's PID (from `rfsim.pid`).
+    pub fn pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.path().join("rfsim.pid"))
+            .expect("rfsim.pid")
+            .trim()
+            .parse()
+            .expect("rfsim.pid holds a PID")
+    }
+
+    /// SIGKILL, like a BMC that crashes: no answer is finished, nothing is
+    /// cleaned up. Its VMs keep running (see `stop_orphan_vms`); its log and
+    /// consoles stay in `dir`.
+    pub fn kill(&self) {
+        let pid = self.pid();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        let started = Instant::now();
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|st| !st.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "rfsim {pid} did not die"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the VMs a killed simulator left running (by the PIDs it wrote).
+    pub fn stop_orphan_vms(&self) {
+        for system in &self.systems {
+            let Ok(pid) = std::fs::read_to_string(self.dir.path().join(system).join("qemu.pid"))
+            else {
+                continue;
+            };
+            let pid = pid.trim();
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("qemu"));
+            if ours {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+    }
+
+    /// Starts the simulator again on the same port and directory, with the
+    /// same password and certificate: the BMC comes back. It remembers
+    /// nothing (power, sessions, tasks, counters); `power_on` powers its
+    /// systems on, as a host that kept running would read.
+    pub fn restart(&self, power_on: bool) {
+        let opts = SimOptions {
+            power_on,
+            ..self.opts.clone()
+        };
+        // A killed simulator may linger as a zombie, which start.sh would
+        // take for a running one.
+        let _ = std::fs::remove_file(self.dir.path().join("rfsim.pid"));
+        let mut cmd = start_command(self.dir.path(), self.port, &opts);
+        cmd.env("RFSIM_PASSWORD", &self.password);
+        run(&mut cmd).unwrap_or_else(|e| panic!("restarting rfsim: {e}"));
     }
 }
 

@@ -96,9 +96,38 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The body parsed as `T`. When it is not, the error says what came
+    /// instead: a page of another content type (a login portal, a proxy's
+    /// error page) with its first words, JSON that ends early, or JSON of
+    /// another shape. A content type that is not JSON's is tolerated as long
+    /// as the body parses: BMCs label their answers loosely.
     pub fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, BmcError> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            BmcError::Protocol(format!("{what}: the body is not the expected JSON ({e})"))
+            let status = self.status.as_u16();
+            let content_type = self.header(CONTENT_TYPE).unwrap_or("");
+            let looks_like_json = matches!(
+                self.body.iter().find(|b| !b.is_ascii_whitespace()),
+                Some(b'{' | b'[')
+            );
+            let text = if !looks_like_json && !content_type.contains("json") {
+                let ct = if content_type.is_empty() {
+                    "no Content-Type".to_string()
+                } else {
+                    format!("Content-Type {content_type}")
+                };
+                match body_snippet(&self.body) {
+                    Some(s) => format!("HTTP {status} with {ct}, not JSON: {s}"),
+                    None => format!("HTTP {status} with {ct} and an empty body, not JSON"),
+                }
+            } else if e.is_eof() {
+                format!(
+                    "the JSON ends early, after {} bytes ({e}): the answer was cut short",
+                    self.body.len()
+                )
+            } else {
+                format!("the body is not the expected JSON ({e})")
+            };
+            BmcError::Protocol(format!("{what}: {text}"))
         })
     }
     pub fn header(&self, name: impl reqwest::header::AsHeaderName) -> Option<&str> {
@@ -314,7 +343,7 @@ impl Client {
                     debug!(server_id = %self.server_id, bmc = %self.bmc, method = %req.method,
                         path = req.path, elapsed_ms, error = %fail.error, retry, "Redfish request failed");
                     if !retry {
-                        return Err(fail.error);
+                        return Err(self.in_doubt(&req, fail));
                     }
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
@@ -401,7 +430,11 @@ impl Client {
                 error: BmcError::Timeout(self.request_timeout),
             };
         }
-        if is_tls(&e) {
+        // A TLS failure during the handshake is a connection failure; once
+        // the connection was up, a TLS-level error (a peer that closes
+        // without close_notify mid-answer) is an exchange that broke off,
+        // not a certificate problem.
+        if e.is_connect() && !sent && is_tls(&e) {
             return Fail {
                 kind: FailKind::Tls,
                 error: BmcError::Unreachable(format!(
@@ -423,8 +456,49 @@ impl Client {
         }
     }
 
+    /// A request that cannot be re-sent (a Reset) and may have reached the
+    /// BMC: its error says so, as the IPMI driver's does.
+    fn in_doubt(&self, req: &Req<'_>, fail: Fail) -> BmcError {
+        if req.resendable || !matches!(fail.kind, FailKind::AfterSend | FailKind::Timeout) {
+            return fail.error;
+        }
+        let what = match &fail.error {
+            BmcError::Timeout(d) => format!(
+                "no answer to {} {} within {}",
+                req.method,
+                req.path,
+                humantime::format_duration(*d)
+            ),
+            other => format!(
+                "{} {}: {}",
+                req.method,
+                req.path,
+                other
+                    .to_string()
+                    .trim_start_matches("cannot reach the BMC: ")
+            ),
+        };
+        let what = what.replace(&format!("{}: ", self.bmc), "");
+        BmcError::Unreachable(format!(
+            "{}: {what}; not re-sent because the BMC may have executed it",
+            self.bmc
+        ))
+    }
+
     fn status_error(&self, req: &Req<'_>, reply: &Reply) -> BmcError {
         let status = reply.status;
+        if status.is_redirection() {
+            let to = reply.location().unwrap_or("nowhere (no Location)");
+            return BmcError::Refused(format!(
+                "HTTP {} on {} {}: the BMC redirects to {}; redirects are not followed, so \
+                 that credentials never go to another host (set the BMC's own address, or \
+                 `scheme`, in the server's settings)",
+                status.as_u16(),
+                req.method,
+                req.path,
+                redact_url(to)
+            ));
+        }
         let said = serde_json::from_slice::<ErrorBody>(&reply.body)
             .ok()
             .and_then(|b| b.text())

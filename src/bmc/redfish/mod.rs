@@ -92,6 +92,11 @@ impl RedfishBmc {
 
     /// Follows a 202 answer's task monitor until the task ends or
     /// `task_timeout` passes.
+    ///
+    /// What was accepted is never sent again from here: a task still running
+    /// at `task_timeout` is [`BmcError::Unfinished`], and a BMC that stops
+    /// answering while the agent follows the task is [`BmcError::Unreachable`]
+    /// — both say the command was accepted and may still be carried out.
     async fn follow_task(&self, what: &str, accepted: &Reply) -> Result<(), BmcError> {
         let task: Option<Task> = serde_json::from_slice(&accepted.body).ok();
         let monitor = accepted
@@ -108,6 +113,11 @@ impl RedfishBmc {
             "BMC accepted (202); following its task");
         let task_uri = task.as_ref().and_then(|t| t.odata_id.clone());
         let mut wait = accepted.retry_after();
+        let last_state = std::sync::Mutex::new(
+            task.as_ref()
+                .and_then(|t| t.task_state.clone())
+                .map_or_else(|| "running".to_string(), |s| s.to_string()),
+        );
         let poll = async {
             let mut url = monitor.clone();
             loop {
@@ -119,7 +129,8 @@ impl RedfishBmc {
                 let reply = self
                     .client
                     .send_allowing(Req::get(&url), &[StatusCode::NOT_FOUND])
-                    .await?;
+                    .await
+                    .map_err(|e| self.lost_task(what, &monitor, e))?;
                 if reply.status == StatusCode::NOT_FOUND {
                     // Monitors may vanish once their task is done: ask the task
                     // resource itself when we know it, else take it as done.
@@ -139,6 +150,9 @@ impl RedfishBmc {
                 wait = reply.retry_after();
                 let task: Option<Task> = serde_json::from_slice(&reply.body).ok();
                 let state = task.as_ref().and_then(|t| t.task_state.clone());
+                if let Some(s) = &state {
+                    *last_state.lock().unwrap_or_else(|e| e.into_inner()) = s.to_string();
+                }
                 match (reply.status, state, task) {
                     (_, Some(s), Some(task)) if s.is_final() => return task_outcome(what, task),
                     (StatusCode::ACCEPTED, _, _) | (_, Some(_), _) => continue,
@@ -147,9 +161,44 @@ impl RedfishBmc {
                 }
             }
         };
-        tokio::time::timeout(self.opts.task_timeout, poll)
-            .await
-            .map_err(|_| BmcError::Timeout(self.opts.task_timeout))?
+        match tokio::time::timeout(self.opts.task_timeout, poll).await {
+            Ok(r) => r,
+            Err(_) => {
+                let state = last_state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                warn!(server_id = %self.server_id, bmc = %self.bmc, what, monitor = %monitor,
+                    state = %state, "the BMC's task did not end in time");
+                Err(BmcError::Unfinished(format!(
+                    "{}: {what} was accepted (HTTP 202), but its task {monitor} was still \
+                     {state} after {} (task_timeout); not re-sent: the BMC may still carry it out",
+                    self.bmc,
+                    humantime::format_duration(self.opts.task_timeout)
+                )))
+            }
+        }
+    }
+
+    /// An error met while following the task of an accepted command, told
+    /// as such: the command is not failed, its outcome is unknown.
+    fn lost_task(&self, what: &str, monitor: &str, e: BmcError) -> BmcError {
+        let why = match &e {
+            BmcError::Timeout(d) => format!("the BMC did not answer within {d:?}"),
+            BmcError::Unreachable(m) => m
+                .strip_prefix(&format!("{}: ", self.bmc))
+                .unwrap_or(m)
+                .to_string(),
+            other => other.to_string(),
+        };
+        warn!(server_id = %self.server_id, bmc = %self.bmc, what, monitor, error = %e,
+            "lost the task of an accepted command");
+        let text = format!(
+            "{}: {what} was accepted (HTTP 202, task {monitor}), then following its task failed: \
+             {why}; not re-sent: it may have been carried out",
+            self.bmc
+        );
+        match e {
+            BmcError::Timeout(_) | BmcError::Unreachable(_) => BmcError::Unreachable(text),
+            _ => BmcError::Unfinished(text),
+        }
     }
 
     /// The system's current ETag, for `If-Match`.
@@ -255,6 +304,7 @@ impl Bmc for RedfishBmc {
             })?;
         info!(server_id = %self.server_id, bmc = %self.bmc, op = %op, reset_type = %reset_type,
             "sending Redfish Reset");
+        let what = format!("Reset {reset_type}");
         let body = serde_json::to_value(ResetRequest { reset_type })
             .map_err(|e| BmcError::Protocol(e.to_string()))?;
         // Never re-sent once it may have reached the BMC.
@@ -262,7 +312,25 @@ impl Bmc for RedfishBmc {
             .client
             .send(Req::post(&reset.target, body, false))
             .await?;
-        self.accept(op.as_str(), reply).await
+        if matches!(op, PowerOp::GracefulOff | PowerOp::GracefulRestart)
+            && reply.status == StatusCode::ACCEPTED
+        {
+            // The task of a graceful request ends when the OS has acted — or
+            // never, when it ignores the button. The engine waits for that
+            // itself (soft_reboot, graceful_stop, then its fallback), so the
+            // request is done once accepted, unless its task already failed.
+            return match serde_json::from_slice::<Task>(&reply.body) {
+                Ok(task) if task.task_state.as_ref().is_some_and(|s| s.is_final()) => {
+                    task_outcome(&what, task)
+                }
+                _ => {
+                    info!(server_id = %self.server_id, bmc = %self.bmc, what = %what,
+                        "graceful request accepted (202); its effect is confirmed by the power state");
+                    Ok(())
+                }
+            };
+        }
+        self.accept(&what, reply).await
     }
 
     async fn set_boot_once(&self, device: BootDevice) -> Result<(), BmcError> {

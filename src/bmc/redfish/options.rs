@@ -58,7 +58,12 @@ pub struct RedfishOptions {
     pub https: bool,
     /// `request_timeout`: per HTTP request (default 10 s).
     pub request_timeout: Duration,
-    /// `task_timeout`: how long to follow a 202 task monitor (default 120 s).
+    /// `task_timeout`: how long to follow the 202 task of a forced reset,
+    /// a boot override or virtual media (default 10 s); a task still running
+    /// then is reported as such, not re-sent. Keep it below the daemon's
+    /// `timeouts.bmc_command` (15 s by default), which otherwise cuts the wait
+    /// first with a bare "did not answer". Graceful requests are not followed:
+    /// the engine waits for their effect with its own budgets.
     pub task_timeout: Duration,
     /// `retries`: retries after connection errors and 503 (default 3).
     pub retries: u32,
@@ -74,7 +79,7 @@ impl Default for RedfishOptions {
             trust: TlsTrust::WebPki,
             https: true,
             request_timeout: Duration::from_secs(10),
-            task_timeout: Duration::from_secs(120),
+            task_timeout: Duration::from_secs(10),
             retries: 3,
             max_connections: 4,
         }

@@ -19,6 +19,9 @@
 //! - a reply is accepted only if its integrity code verifies, it decrypts, its
 //!   session ID is ours, its session sequence number is new (16-packet
 //!   window), and its NetFn/command/rqSeq match the request;
+//! - a lost RAKP 4 is recovered: the re-sent RAKP 3 may be answered inside
+//!   the just-activated session (integrity-protected, maybe encrypted),
+//!   which is accepted once its integrity code verifies;
 //! - `close` sends Close Session.
 
 pub mod packet;
@@ -141,6 +144,13 @@ async fn send_and_wait<T>(
 
 /// Sends a sessionless activation message (retransmitted) and returns the
 /// payload of the first answer of type `want` carrying our `tag`.
+///
+/// `session`: the console session ID and the keys the session will have,
+/// for the last step. A BMC that already activated the session when a
+/// re-sent RAKP 3 arrives (its RAKP 4 was lost) may answer inside the
+/// session, integrity-protected with K1 and, in an encrypting session,
+/// encrypted — ipmi_sim 2.0.33 does. Such an answer is accepted once its
+/// integrity code verifies (and it decrypts), with any of the keys given.
 async fn handshake_step(
     sock: &UdpSocket,
     request_type: u8,
@@ -148,12 +158,18 @@ async fn handshake_step(
     tag: u8,
     body: &[u8],
     retry: Retry,
+    session: Option<(u32, &[Security])>,
 ) -> Result<Vec<u8>, LanError> {
     let pkt = packet::encode(request_type, 0, 0, body, &Security::default(), [0; 16]);
     let started = Instant::now();
     for _ in 0..retry.attempts {
         let got = send_and_wait(sock, &pkt, retry.per_attempt, |d| {
-            let inb = packet::decode(d, &Security::default()).ok()?;
+            let inb = packet::decode(d, &Security::default()).ok().or_else(|| {
+                let (sid, keys) = session?;
+                keys.iter()
+                    .filter_map(|sec| packet::decode(d, sec).ok())
+                    .find(|inb| inb.authenticated && inb.session_id == sid)
+            })?;
             (inb.payload_type == want && inb.payload.first() == Some(&tag)).then_some(inb.payload)
         })
         .await?;
@@ -205,6 +221,7 @@ impl Session {
             tag,
             &body,
             retry,
+            None,
         )
         .await?;
         let open = rakp::decode_open_session_response(&p)?;
@@ -228,7 +245,16 @@ impl Session {
         let tag = tag.wrapping_add(1);
         let console_rand = random::<16>();
         let body = rakp::rakp1(tag, open.bmc_sid, &console_rand, username.as_bytes());
-        let p = handshake_step(&sock, payload::RAKP1, payload::RAKP2, tag, &body, retry).await?;
+        let p = handshake_step(
+            &sock,
+            payload::RAKP1,
+            payload::RAKP2,
+            tag,
+            &body,
+            retry,
+            None,
+        )
+        .await?;
         let r2 = rakp::decode_rakp2(&p)?;
         if r2.status != 0 {
             return Err(LanError::Rejected {
@@ -259,19 +285,9 @@ impl Session {
             return Err(LanError::BadPassword);
         }
 
-        // RAKP 3 / 4.
-        let tag = tag.wrapping_add(1);
-        let body = rakp::rakp3(tag, open.bmc_sid, &hs.rakp3_code());
-        let p = handshake_step(&sock, payload::RAKP3, payload::RAKP4, tag, &body, retry).await?;
-        let r4 = rakp::decode_rakp4(&p)?;
-        if r4.status != 0 {
-            return Err(LanError::Rejected {
-                stage: "RAKP 4",
-                status: r4.status,
-            });
-        }
+        // The session's keys are known from here on (SIK from both random
+        // numbers): a RAKP 4 may come inside the session (see handshake_step).
         let sik = hs.sik();
-        let r4_verifies = r4.console_sid == console_sid && hs.rakp4_matches(&sik, &r4.icv);
         let k1 = Handshake::derived_key(&sik, 1);
         let k2 = Handshake::derived_key(&sik, 2);
         let mut aes_key = [0u8; 16];
@@ -280,6 +296,36 @@ impl Session {
             integrity: (suite.integrity != 0).then_some(k1),
             confidentiality: (suite.confidentiality != 0).then_some(aes_key),
         };
+        // Such an answer is authenticated, and may or may not be encrypted.
+        let answer_keys = [
+            sec.clone(),
+            Security {
+                integrity: sec.integrity,
+                confidentiality: None,
+            },
+        ];
+
+        // RAKP 3 / 4.
+        let tag = tag.wrapping_add(1);
+        let body = rakp::rakp3(tag, open.bmc_sid, &hs.rakp3_code());
+        let p = handshake_step(
+            &sock,
+            payload::RAKP3,
+            payload::RAKP4,
+            tag,
+            &body,
+            retry,
+            Some((console_sid, &answer_keys)),
+        )
+        .await?;
+        let r4 = rakp::decode_rakp4(&p)?;
+        if r4.status != 0 {
+            return Err(LanError::Rejected {
+                stage: "RAKP 4",
+                status: r4.status,
+            });
+        }
+        let r4_verifies = r4.console_sid == console_sid && hs.rakp4_matches(&sik, &r4.icv);
 
         let mut s = Session {
             sock,
