@@ -10,6 +10,11 @@
 //! also appended *before* it takes effect, so a test can count the
 //! commands a BMC received across a daemon crash, and the fake's power state
 //! survives a restart of the daemon the way a real machine's does.
+//!
+//! A BMC does one thing at a time: the fake counts the calls in progress, and
+//! a call that begins while another is still in progress is an *overlap*,
+//! counted ([`FakeBmc::overlaps`]) and written to the journal as a line
+//! `SERVER_ID overlap:CALL` (see [`OVERLAP`]) that replay ignores.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -128,6 +133,10 @@ struct FakeState {
     ignore_acpi: bool,
     latency: Duration,
     calls: Vec<FakeCall>,
+    /// Calls in progress now.
+    busy: u32,
+    /// Calls that began while another was in progress.
+    overlaps: u64,
 }
 
 /// One fake BMC.
@@ -164,6 +173,8 @@ impl FakeBmc {
                 ignore_acpi: settings.ignore_acpi,
                 latency: settings.latency,
                 calls: Vec::new(),
+                busy: 0,
+                overlaps: 0,
             })),
             journal: None,
         }
@@ -240,13 +251,33 @@ impl FakeBmc {
         self.lock().boots
     }
 
-    /// Records the call, then waits, hangs or fails as configured.
-    async fn enter(&self, call: FakeCall) -> Result<(), BmcError> {
-        let (hang, fail, latency) = {
+    /// Calls that began while another call to this BMC was in progress.
+    pub fn overlaps(&self) -> u64 {
+        self.lock().overlaps
+    }
+
+    /// Records the call, then waits, hangs or fails as configured. The call
+    /// is in progress until the returned guard is dropped (at the end of the
+    /// trait method, or when the caller gives up on it).
+    async fn enter(&self, call: FakeCall) -> Result<InProgress<'_>, BmcError> {
+        let (hang, fail, latency, overlap) = {
             let mut st = self.lock();
             st.calls.push(call.clone());
-            (st.hang, st.fail.clone(), st.latency)
+            st.busy += 1;
+            let overlap = st.busy > 1;
+            if overlap {
+                st.overlaps += 1;
+            }
+            (st.hang, st.fail.clone(), st.latency, overlap)
         };
+        let busy = InProgress(self);
+        if overlap {
+            tracing::error!(server_id = %self.server_id, call = ?call, "fake BMC: a call began while another was in progress");
+            if let Some(j) = &self.journal {
+                j.append(&self.server_id, &format!("{OVERLAP}:{call:?}"))
+                    .map_err(|e| BmcError::Protocol(format!("fake journal: {e}")))?;
+            }
+        }
         if hang {
             std::future::pending::<()>().await;
         }
@@ -255,11 +286,23 @@ impl FakeBmc {
             return Err(err);
         }
         if let (Some(j), FakeCall::Power(op)) = (&self.journal, &call) {
-            j.append(&self.server_id, *op)
+            j.append(&self.server_id, op.as_str())
                 .map_err(|e| BmcError::Protocol(format!("fake journal: {e}")))?;
         }
         tokio::time::sleep(latency).await;
-        Ok(())
+        Ok(busy)
+    }
+}
+
+/// The journal's word for two calls at once: `SERVER_ID overlap:CALL`.
+pub const OVERLAP: &str = "overlap";
+
+/// A call in progress on a fake; ends when dropped.
+struct InProgress<'a>(&'a FakeBmc);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.lock().busy -= 1;
     }
 }
 
@@ -294,7 +337,7 @@ impl FakeState {
 #[async_trait]
 impl Bmc for FakeBmc {
     async fn capabilities(&self) -> Result<Capabilities, BmcError> {
-        self.enter(FakeCall::Capabilities).await?;
+        let _busy = self.enter(FakeCall::Capabilities).await?;
         // An IPMI-like BMC that also offers virtual media, and what its knobs add.
         let st = self.lock();
         let mut caps = Capabilities {
@@ -312,7 +355,7 @@ impl Bmc for FakeBmc {
     }
 
     async fn observe(&self) -> Result<Observation, BmcError> {
-        self.enter(FakeCall::PowerState).await?;
+        let _busy = self.enter(FakeCall::PowerState).await?;
         let st = self.lock();
         Ok(Observation {
             power: st.power,
@@ -324,12 +367,13 @@ impl Bmc for FakeBmc {
     }
 
     async fn power_state(&self) -> Result<Power, BmcError> {
-        self.enter(FakeCall::PowerState).await?;
-        Ok(self.lock().power)
+        let _busy = self.enter(FakeCall::PowerState).await?;
+        let power = self.lock().power;
+        Ok(power)
     }
 
     async fn power(&self, op: PowerOp) -> Result<(), BmcError> {
-        self.enter(FakeCall::Power(op)).await?;
+        let _busy = self.enter(FakeCall::Power(op)).await?;
         let offered = {
             let st = self.lock();
             match &st.offered {
@@ -354,20 +398,21 @@ impl Bmc for FakeBmc {
     }
 
     async fn set_boot_once(&self, device: BootDevice) -> Result<(), BmcError> {
-        self.enter(FakeCall::SetBootOnce(device)).await?;
+        let _busy = self.enter(FakeCall::SetBootOnce(device)).await?;
         self.lock().boot_once = Some(device);
         Ok(())
     }
 
     async fn insert_media(&self, image_url: &str) -> Result<(), BmcError> {
-        self.enter(FakeCall::InsertMedia(image_url.to_string()))
+        let _busy = self
+            .enter(FakeCall::InsertMedia(image_url.to_string()))
             .await?;
         self.lock().media = Some(image_url.to_string());
         Ok(())
     }
 
     async fn eject_media(&self) -> Result<(), BmcError> {
-        self.enter(FakeCall::EjectMedia).await?;
+        let _busy = self.enter(FakeCall::EjectMedia).await?;
         self.lock().media = None;
         Ok(())
     }
@@ -377,7 +422,8 @@ impl Bmc for FakeBmc {
     }
 }
 
-/// Append-only record of power commands, one line each: `SERVER_ID OP`.
+/// Append-only record of power commands, one line each: `SERVER_ID OP`
+/// (and of overlapping calls: `SERVER_ID overlap:CALL`).
 #[derive(Debug)]
 struct Journal {
     file: Mutex<File>,
@@ -397,10 +443,10 @@ impl Journal {
     /// effect. Not fsynced: what the journal must survive is the daemon
     /// being killed (the page cache keeps it), not the host losing power —
     /// and an fsync here would block an async worker for every command.
-    fn append(&self, server_id: &str, op: PowerOp) -> std::io::Result<()> {
+    fn append(&self, server_id: &str, what: &str) -> std::io::Result<()> {
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
         // One write(2) per line: `File` is unbuffered.
-        f.write_all(format!("{server_id} {}\n", op.as_str()).as_bytes())
+        f.write_all(format!("{server_id} {what}\n").as_bytes())
     }
 }
 
@@ -555,6 +601,54 @@ mod tests {
             ..FakeSettings::default()
         };
         assert_eq!(set.journal_path(state), Path::new("/tmp/j.log"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_calls_at_once_are_an_overlap_in_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.log");
+        let settings = FakeSettings {
+            journal: Some(path.clone()),
+            latency: Duration::from_millis(50),
+            ..FakeSettings::default()
+        };
+        let f = FakeBmcFactory::new(settings.clone()).unwrap();
+        let (a, b) = (f.fake_for("s1"), f.fake_for("s2"));
+        // One after the other, and two BMCs at once: no overlap.
+        a.power_state().await.unwrap();
+        a.power(PowerOp::HardReset).await.unwrap();
+        let (r1, r2) = tokio::join!(a.power_state(), b.power_state());
+        r1.unwrap();
+        r2.unwrap();
+        assert_eq!((a.overlaps(), b.overlaps()), (0, 0));
+        // A read while a reset is in progress on the same BMC: one overlap.
+        let (r1, r2) = tokio::join!(a.power(PowerOp::HardReset), a.power_state());
+        r1.unwrap();
+        r2.unwrap();
+        assert_eq!((a.overlaps(), b.overlaps()), (1, 0));
+        let overlaps: Vec<_> = read_journal(&path)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, op)| op.starts_with(OVERLAP))
+            .collect();
+        assert_eq!(
+            overlaps,
+            vec![("s1".to_string(), "overlap:PowerState".to_string())]
+        );
+        // Replay ignores the overlap line: two resets, two boots.
+        let again = FakeBmcFactory::new(settings).unwrap().fake_for("s1");
+        assert_eq!((again.boots(), again.power_now()), (2, Power::On));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_up_on_is_no_longer_in_progress() {
+        let fake = FakeBmc::new("s1", &FakeSettings::default(), Power::On);
+        fake.set_hang(true);
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), fake.power_state()).await;
+        assert!(gave_up.is_err());
+        fake.set_hang(false);
+        fake.power_state().await.unwrap();
+        assert_eq!(fake.overlaps(), 0);
     }
 
     #[tokio::test(start_paused = true)]
