@@ -64,6 +64,7 @@ fn notify(states: &[sd_notify::NotifyState]) {
 
 /// Runs until `shutdown` resolves, then stops gracefully.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    tokio::pin!(shutdown);
     let policy = match &config.policy_file {
         Some(p) => Policy::load(p)?,
         None => Policy::default(),
@@ -163,12 +164,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let inventory = config.servers.clone();
     let dir = state_dir.clone();
-    let engine = tokio::task::spawn_blocking(move || -> Result<Arc<Engine>, DaemonError> {
+    let starting = tokio::task::spawn_blocking(move || -> Result<Arc<Engine>, DaemonError> {
         let store = Store::open(&dir)?;
         Ok(Engine::start(store, factory, settings, &inventory)?)
-    })
-    .await
-    .map_err(|e| DaemonError::Join(e.to_string()))??;
+    });
+    // Asked to stop while still starting (waiting for the database, say):
+    // stop now, cleanly; nothing was accepted yet.
+    let engine = tokio::select! {
+        e = starting => e.map_err(|e| DaemonError::Join(e.to_string()))??,
+        _ = &mut shutdown => {
+            notify(&[sd_notify::NotifyState::Stopping]);
+            info!("asked to stop while starting; stopped before ready");
+            let _ = stop_server_tx.send(true);
+            return Ok(());
+        }
+    };
     let _ = slot.set(engine.clone());
 
     // 3. Metrics, sync loop, then ready.
@@ -207,7 +217,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // 4. Until asked to stop (or the server fails).
     tokio::pin!(server);
     let served = tokio::select! {
-        _ = shutdown => None,
+        _ = &mut shutdown => None,
         r = &mut server => Some(r),
     };
     notify(&[
@@ -281,19 +291,27 @@ async fn keep_alive(engine: Arc<Engine>, config: Config, mut stop: watch::Receiv
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM that arrives while
+/// the daemon is still starting (or right after READY=1) is kept, and the
+/// daemon stops gracefully as soon as it can, instead of dying by the
+/// signal's default action. Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM");
-            std::future::pending::<()>().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "cannot listen for SIGTERM/SIGINT");
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

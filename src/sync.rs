@@ -17,6 +17,10 @@ use crate::engine::Engine;
 pub async fn run(engine: Arc<Engine>, settings: SyncSettings, mut stop: watch::Receiver<bool>) {
     let limit = Arc::new(Semaphore::new(settings.max_concurrent));
     loop {
+        // The interval is a period, from the start of one pass to the start
+        // of the next: a pass over many slow BMCs does not stretch it (a
+        // pass longer than the interval is followed at once by the next).
+        let started = tokio::time::Instant::now();
         let pass = poll_all(&engine, &limit);
         tokio::select! {
             _ = pass => {}
@@ -28,8 +32,9 @@ pub async fn run(engine: Arc<Engine>, settings: SyncSettings, mut stop: watch::R
         } else {
             rand::rng().random_range(0..=jitter_ms)
         };
+        let next = started + settings.interval + Duration::from_millis(extra);
         tokio::select! {
-            _ = tokio::time::sleep(settings.interval + Duration::from_millis(extra)) => {}
+            _ = tokio::time::sleep_until(next) => {}
             _ = stop.changed() => return,
         }
     }
@@ -132,5 +137,66 @@ mod tests {
         assert!(pressed.elapsed() <= 2 * (sync.interval + sync.jitter));
         stop_tx.send(true).unwrap();
         task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_interval_is_a_period_not_a_pause_after_each_pass() {
+        let fakes = Arc::new(FakeBmcFactory::new(FakeSettings::default()).unwrap());
+        let sync = SyncSettings {
+            interval: Duration::from_secs(10),
+            jitter: Duration::ZERO,
+            ..SyncSettings::default()
+        };
+        let engine = Engine::start(
+            Store::open_in_memory().unwrap(),
+            fakes.clone(),
+            EngineSettings {
+                timeouts: Timeouts::default(),
+                sync: sync.clone(),
+                event_retain: 100,
+                actions: Default::default(),
+                credentials_dir: "/nonexistent".into(),
+                secrets_dir: std::env::temp_dir()
+                    .join(format!("rack-agent-test-{}", uuid::Uuid::new_v4())),
+                policy: Policy::default(),
+                metrics: crate::metrics::Metrics::new(),
+            },
+            &[],
+        )
+        .unwrap();
+        let fake = fakes.fake_for("s1");
+        engine
+            .enroll(
+                &Caller::agent(),
+                EnrollRequest {
+                    id: "s1".into(),
+                    project_id: "p".into(),
+                    bmc: BmcRecord {
+                        protocol: Protocol::Ipmi,
+                        address: "192.0.2.9".into(),
+                        port: 623,
+                        username: "u".into(),
+                        credential: Credential::Inline(Secret::new("p")),
+                        options: Default::default(),
+                    },
+                    skip_verify: true,
+                },
+            )
+            .await
+            .unwrap();
+        // A slow BMC: every read takes 4 s.
+        fake.set_latency(Duration::from_secs(4));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(engine.clone(), sync, stop_rx));
+        tokio::time::sleep(Duration::from_secs(101)).await;
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        let reads = fake
+            .calls()
+            .iter()
+            .filter(|c| **c == crate::bmc::fake::FakeCall::PowerState)
+            .count();
+        // Passes at 0, 10, ..., 100 s: 11 (a pause after each would give 8).
+        assert_eq!(reads, 11, "{:?}", fake.calls());
     }
 }

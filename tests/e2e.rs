@@ -1041,3 +1041,86 @@ async fn the_fake_bmc_journal_defaults_to_the_state_directory_and_makes_its_dire
         .unwrap()
         .contains("node-01 hard_reset"));
 }
+
+/// A fleet sweep in one call: each server's fresh reading or its own
+/// failure (a hung BMC, an unknown id, another project's server), in the
+/// order asked; no ids means every server the caller may read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_sweep_answers_each_server_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let body = format!(
+        "[fake_bmc]\nenabled = true\nlatency = \"20ms\"\nhang = [\"n-03\"]\n\n\
+         [timeouts]\nbmc_command = \"1s\"\n\n{}{}",
+        inventory("n", 3, "p1"),
+        inventory("q", 1, "p2")
+    );
+    let d = start_daemon(dir.path(), &body);
+    let mut c = d.client().await;
+    let sweep = |ids: &[&str], refresh| pb::GetPowerStatesRequest {
+        server_ids: ids.iter().map(|s| s.to_string()).collect(),
+        refresh,
+    };
+    let r = c
+        .get_power_states(as_caller(
+            sweep(&["n-01", "n-02", "n-03", "nope", "q-01"], true),
+            "u1",
+            "member",
+            "p1",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let ids: Vec<&str> = r.iter().map(|x| x.server_id.as_str()).collect();
+    assert_eq!(ids, ["n-01", "n-02", "n-03", "nope", "q-01"]);
+    for ok in &r[..2] {
+        let st = ok.status.as_ref().expect("a reading");
+        assert_eq!(st.source, "bmc", "{ok:?}");
+        assert_eq!(st.power_state, pb::PowerState::On as i32);
+    }
+    assert_eq!(r[2].error_code, Code::Unavailable as i32, "{:?}", r[2]);
+    assert!(
+        r[2].error.contains("n-03") && r[2].status.is_none(),
+        "{:?}",
+        r[2]
+    );
+    assert_eq!(r[3].error_code, Code::NotFound as i32, "{:?}", r[3]);
+    assert_eq!(r[4].error_code, Code::PermissionDenied as i32, "{:?}", r[4]);
+    // No ids: every server the caller may read, from the cache.
+    let all = c
+        .get_power_states(as_caller(sweep(&[], false), "u1", "member", "p1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let ids: Vec<&str> = all.iter().map(|x| x.server_id.as_str()).collect();
+    assert_eq!(ids, ["n-01", "n-02", "n-03"]);
+    assert!(all
+        .iter()
+        .all(|x| x.status.as_ref().is_some_and(|s| s.source == "cache")));
+    // Too many ids, or a bad one: the call itself is refused, naming the field.
+    let many: Vec<String> = (0..10_001).map(|i| format!("s{i}")).collect();
+    let err = c
+        .get_power_states(admin(pb::GetPowerStatesRequest {
+            server_ids: many,
+            refresh: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("server_ids"), "{}", err.message());
+    // rackctl: a table, and exit 1 naming how many could not be read.
+    let out = d.rackctl(&["sweep", "--refresh", "n-01", "n-03"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("n-01") && text.contains(" on ") && text.contains("bmc"),
+        "{text}"
+    );
+    assert!(text.contains("Unavailable"), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 of 2 server(s) could not be read"),
+        "{out:?}"
+    );
+}

@@ -425,3 +425,34 @@ async fn secrets_never_appear_in_logs_answers_errors_or_the_database() {
         0o600
     );
 }
+
+/// A SIGTERM that comes while the daemon is still starting (here, while it
+/// waits for a database another process holds) is honoured: the daemon
+/// stops cleanly (exit 0) instead of dying by the signal's default action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_start_up_is_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "pw");
+    let body = format!("[fake_bmc]\nenabled = true\n\n{}", inventory("n", 3, "p1"));
+    // Hold the database so that start-up waits (busy timeout) after the
+    // listener is up.
+    let state = dir.path().join("state");
+    let store = rack_agent::store::Store::open(&state).unwrap();
+    let conn = rusqlite_hold(&state);
+    let mut d = spawn_daemon(dir.path(), &body, &[], Until::Listening);
+    let status = d.terminate(Duration::from_secs(30));
+    drop(conn);
+    drop(store);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a SIGTERM during start-up: {status:?}\n{}",
+        d.log()
+    );
+}
+
+/// An open write transaction on the database, as a second process would hold it.
+fn rusqlite_hold(state: &std::path::Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(state.join("rack-agent.db")).unwrap();
+    c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    c
+}

@@ -9,7 +9,9 @@
 # Environment: BMC_USER (admin), BMC_PASSWORD (password), BMC_ADDR (127.0.0.1;
 # "::1" for IPv6), BMC_POWER (qemu;
 # "none" starts BMCs without a power program: status always off, power
-# commands refused — for measuring the protocol alone), BMC_GUEST (none: the
+# commands refused — for measuring the protocol alone; "stub": the power is a
+# file (chassis_stub), on at start, every command logged in bmcI/stub.log —
+# for measuring power commands without VMs), BMC_GUEST (none: the
 # VM boots no OS, SeaBIOS only, and ignores ACPI; "acpi": it boots the bench
 # guest of hil-tests/guest, which shuts down cleanly on IPMI soft-off — built
 # by hil-tests/guest/build.sh). A one-time PXE boot is a network boot through
@@ -35,7 +37,10 @@ case "$guest" in
     *) echo "start.sh: BMC_GUEST must be none or acpi, not '$guest'" >&2; exit 2 ;;
 esac
 
-for tool in ipmi_sim qemu-system-x86_64 python3; do
+# QEMU and python3 (QMP) only for BMCs whose power is a VM.
+tools=(ipmi_sim)
+[ "${BMC_POWER:-qemu}" = qemu ] && tools+=(qemu-system-x86_64 python3)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || {
         echo "start.sh: $tool not found; run hil-tests/ipmi/setup.sh first" >&2
         exit 1
@@ -55,7 +60,12 @@ for i in $(seq 0 $((n - 1))); do
         continue
     fi
     control="  chassis_control \"$here/chassis_control $bmc\""
-    [ "${BMC_POWER:-qemu}" = none ] && control="# no chassis_control (BMC_POWER=none)"
+    case "${BMC_POWER:-qemu}" in
+        qemu) ;;
+        none) control="# no chassis_control (BMC_POWER=none)" ;;
+        stub) control="  chassis_control \"$here/chassis_stub $bmc\"" ;;
+        *) echo "start.sh: BMC_POWER must be qemu, none or stub" >&2; exit 2 ;;
+    esac
     # A GUID is required for RMCP+; make it unique per BMC.
     guid=$(printf 'a1b2c3d4e5f60718293a4b5c%08x' "$port")
     cat >"$bmc/lan.conf" <<CONF

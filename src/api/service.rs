@@ -61,6 +61,9 @@ impl Service {
     }
 }
 
+/// Most servers one GetPowerStates call may name.
+const MAX_SWEEP: usize = 10_000;
+
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -302,6 +305,47 @@ impl RackAgent for Service {
         checked_id("server_id", &r.server_id)?;
         let reading = engine.power_state(&caller, &r.server_id, r.refresh).await?;
         Ok(Response::new(convert::power_status(&reading)))
+    }
+
+    async fn get_power_states(
+        &self,
+        req: Request<pb::GetPowerStatesRequest>,
+    ) -> Result<Response<pb::GetPowerStatesResponse>, Status> {
+        let (caller, engine) = self.begin(&req)?;
+        let r = req.into_inner();
+        if r.server_ids.len() > MAX_SWEEP {
+            return Err(Status::invalid_argument(format!(
+                "server_ids: at most {MAX_SWEEP} per call, not {}",
+                r.server_ids.len()
+            )));
+        }
+        for id in &r.server_ids {
+            checked_id("server_ids", id)?;
+        }
+        let ids = (!r.server_ids.is_empty()).then_some(r.server_ids);
+        let results = engine.power_states(&caller, ids, r.refresh).await;
+        Ok(Response::new(pb::GetPowerStatesResponse {
+            results: results
+                .into_iter()
+                .map(|(server_id, reading)| match reading {
+                    Ok(reading) => pb::PowerStateResult {
+                        server_id,
+                        status: Some(convert::power_status(&reading)),
+                        error_code: 0,
+                        error: String::new(),
+                    },
+                    Err(e) => {
+                        let st = Status::from(e);
+                        pb::PowerStateResult {
+                            server_id,
+                            status: None,
+                            error_code: st.code() as i32,
+                            error: st.message().to_string(),
+                        }
+                    }
+                })
+                .collect(),
+        }))
     }
 
     type WatchPowerStateStream = Stream_<pb::ServerEvent>;

@@ -147,10 +147,17 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(rack_agent::daemon::run(
-                config,
-                rack_agent::daemon::shutdown_signal(),
-            )) {
+            // The signal handlers first, inside the runtime, before anything
+            // can take time: a SIGTERM during start-up is then honoured.
+            let stop = {
+                let _in_runtime = runtime.enter();
+                rack_agent::daemon::shutdown_signal()
+            };
+            let result = runtime.block_on(rack_agent::daemon::run(config, stop));
+            // A start-up stopped early may leave a blocking task (opening the
+            // database) that need not be waited for.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %error_chain(&e), "rack-agent failed");

@@ -175,6 +175,13 @@ enum Cmd {
         #[arg(long)]
         refresh: bool,
     },
+    /// Power states of many servers in one call (all you may read when none
+    /// are named); --refresh reads every BMC now, all at once.
+    Sweep {
+        servers: Vec<String>,
+        #[arg(long)]
+        refresh: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -669,6 +676,67 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     time(&p.observed_at),
                     p.source
                 );
+            }
+        }
+        Cmd::Sweep { servers, refresh } => {
+            let results = ctl
+                .client
+                .get_power_states(ctl.req(pb::GetPowerStatesRequest {
+                    server_ids: servers,
+                    refresh,
+                }))
+                .await?
+                .into_inner()
+                .results;
+            let failed = results.iter().filter(|r| r.status.is_none()).count();
+            if ctl.json {
+                let rows: Vec<Value> = results
+                    .iter()
+                    .map(|r| match &r.status {
+                        Some(p) => json!({
+                            "server_id": r.server_id,
+                            "power_state": short(power_name(p.power_state), "POWER_STATE_"),
+                            "observed_at": time(&p.observed_at),
+                            "source": p.source,
+                        }),
+                        None => json!({
+                            "server_id": r.server_id,
+                            "error_code": format!("{:?}", tonic::Code::from(r.error_code)),
+                            "error": r.error,
+                        }),
+                    })
+                    .collect();
+                println!("{}", Value::Array(rows));
+            } else {
+                println!(
+                    "{:<24} {:<8} {:<6} OBSERVED / ERROR",
+                    "SERVER", "POWER", "FROM"
+                );
+                for r in &results {
+                    match &r.status {
+                        Some(p) => println!(
+                            "{:<24} {:<8} {:<6} {}",
+                            r.server_id,
+                            short(power_name(p.power_state), "POWER_STATE_"),
+                            p.source,
+                            time(&p.observed_at)
+                        ),
+                        None => println!(
+                            "{:<24} {:<8} {:<6} {:?}: {}",
+                            r.server_id,
+                            "-",
+                            "-",
+                            tonic::Code::from(r.error_code),
+                            r.error
+                        ),
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(Failure::Local(format!(
+                    "{failed} of {} server(s) could not be read",
+                    results.len()
+                )));
             }
         }
     }

@@ -141,6 +141,9 @@ impl Engine {
         for rec in engine.store.all_servers()? {
             known.insert(rec.id.clone(), rec);
         }
+        // One transaction for the whole inventory, and only what changed:
+        // 10,000 servers must not cost 10,000 commits at every start.
+        let mut writes = Vec::new();
         for entry in inventory {
             let bmc = BmcRecord {
                 protocol: entry.protocol,
@@ -150,30 +153,34 @@ impl Engine {
                 credential: Credential::File(entry.password_file.clone()),
                 options: entry.options.clone(),
             };
-            let rec = match known.remove(&entry.id) {
-                Some(mut rec) => {
+            let (rec, changed) = match known.remove(&entry.id) {
+                Some(stored) => {
+                    let mut rec = stored.clone();
                     rec.project_id = entry.project.clone();
                     rec.bmc = bmc;
                     rec.source = Source::Config;
-                    rec
+                    let changed = rec != stored;
+                    (rec, changed)
                 }
-                None => new_record(&entry.id, &entry.project, bmc, Source::Config, None),
+                None => (
+                    new_record(&entry.id, &entry.project, bmc, Source::Config, None),
+                    true,
+                ),
             };
-            engine
-                .store
-                .write_now(vec![Write::PutServer(rec.clone())])?;
+            if changed {
+                writes.push(Write::PutServer(rec.clone()));
+            }
             engine.install(rec);
         }
         for (id, rec) in known {
             if rec.source == Source::Config && rec.task.is_none() {
                 info!(server_id = %id, "server left the static inventory; removing it");
-                engine
-                    .store
-                    .write_now(vec![Write::DeleteServer(id.clone())])?;
+                writes.push(Write::DeleteServer(id));
                 continue;
             }
             engine.install(rec);
         }
+        engine.store.write_now(writes)?;
         recovery::recover(&engine)?;
         Ok(engine)
     }

@@ -2,6 +2,8 @@
 //! what they change in the records, and the numbered event stream watchers
 //! follow.
 
+use std::sync::Arc;
+
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
@@ -12,7 +14,77 @@ use crate::model::*;
 use crate::policy::Op;
 use crate::store::Write;
 
+/// Most reads a fleet sweep makes at once (each BMC is still read under
+/// its own lock, one operation at a time).
+const SWEEP_CONCURRENCY: usize = 1024;
+
 impl Engine {
+    /// Power states of many servers at once (a fleet sweep). `None`: every
+    /// server the caller may read. Each server's answer or failure is its own.
+    pub async fn power_states(
+        self: &Arc<Self>,
+        caller: &Caller,
+        server_ids: Option<Vec<String>>,
+        refresh: bool,
+    ) -> Vec<(String, Result<PowerReading>)> {
+        let ids = match server_ids {
+            Some(ids) => ids,
+            None => {
+                let (visible, _) = self.list_servers(caller, None, usize::MAX);
+                visible.into_iter().map(|r| r.id).collect()
+            }
+        };
+        if !refresh {
+            return ids
+                .into_iter()
+                .map(|id| {
+                    let r = self.cached_power(caller, &id);
+                    (id, r)
+                })
+                .collect();
+        }
+        let limit = Arc::new(tokio::sync::Semaphore::new(SWEEP_CONCURRENCY));
+        let mut reads = tokio::task::JoinSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (engine, caller, id, limit) =
+                (self.clone(), caller.clone(), id.clone(), limit.clone());
+            reads.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                (i, engine.power_state(&caller, &id, true).await)
+            });
+        }
+        let mut out: Vec<Option<Result<PowerReading>>> = ids.iter().map(|_| None).collect();
+        while let Some(done) = reads.join_next().await {
+            if let Ok((i, r)) = done {
+                out[i] = Some(r);
+            }
+        }
+        ids.into_iter()
+            .zip(out)
+            .map(|(id, r)| {
+                let r = r.unwrap_or_else(|| {
+                    Err(EngineError::Conflict(format!(
+                        "the read of server {id} did not finish"
+                    )))
+                });
+                (id, r)
+            })
+            .collect()
+    }
+
+    /// The cached power state, after the policy check.
+    fn cached_power(&self, caller: &Caller, server_id: &str) -> Result<PowerReading> {
+        let rec = self.get_server(caller, server_id)?;
+        Ok(PowerReading {
+            server_id: rec.id,
+            power: rec.power,
+            observed_at: rec.power_observed_at,
+            fresh: false,
+            vm_state: rec.vm_state,
+            task: rec.task.map(|t| t.1),
+        })
+    }
+
     pub async fn power_state(
         &self,
         caller: &Caller,
