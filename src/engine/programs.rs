@@ -18,6 +18,10 @@
 //! GracefulRestart but neither a marker nor GracefulShutdown gets the request
 //! and an honest "not confirmed", never a second reset.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::runner::{human, Failure, Restart, Run};
 use super::{ActionRequest, BootSource};
 use crate::bmc::{BootDevice, Capabilities, Observation, Power, PowerOp};
@@ -29,6 +33,7 @@ impl Run {
             ActionRequest::Reboot { hard: true } => {
                 let caps = self.discover().await?;
                 let before = self.read_power().await?;
+                let read_at = Instant::now();
                 if before.power == Power::Off {
                     self.command(PowerOp::On).await?;
                     let seen = self.require(Power::On, t.power_confirm).await?;
@@ -36,7 +41,8 @@ impl Run {
                         "rebooted (HARD): the server was off, so it was powered on ({seen})"
                     ));
                 }
-                self.hard_reboot(&caps, &before, "rebooted (HARD)").await
+                self.hard_reboot(&caps, &before, read_at, "rebooted (HARD)")
+                    .await
             }
             ActionRequest::Reboot { hard: false } => self.soft_reboot().await,
             ActionRequest::Start => {
@@ -92,6 +98,7 @@ impl Run {
                     }
                 };
                 let before = self.read_power().await?;
+                let read_at = Instant::now();
                 if before.power == Power::Off {
                     self.command(PowerOp::On).await?;
                     let seen = self.require(Power::On, t.power_confirm).await?;
@@ -99,6 +106,7 @@ impl Run {
                         "{what}; the server was off, so it was powered on ({seen})"
                     ));
                 }
+                self.clear_of_last_boot(&caps, &before, read_at).await;
                 let sent = self
                     .restart(&caps, &[PowerOp::PowerCycle, PowerOp::HardReset])
                     .await?;
@@ -130,6 +138,7 @@ impl Run {
         let t = self.engine.settings.timeouts.clone();
         let caps = self.discover().await?;
         let before = self.read_power().await?;
+        let read_at = Instant::now();
         if before.power == Power::Off {
             self.command(PowerOp::On).await?;
             let seen = self.require(Power::On, t.power_confirm).await?;
@@ -139,6 +148,7 @@ impl Run {
         }
         let restart = caps.supports(PowerOp::GracefulRestart);
         let fallback_reason = if restart && caps.restart_evidence {
+            self.clear_of_last_boot(&caps, &before, read_at).await;
             self.command(PowerOp::GracefulRestart).await?;
             match self
                 .wait_restart(&before, true, t.soft_reboot, t.power_confirm)
@@ -190,7 +200,7 @@ impl Run {
         )
         .await;
         let message = format!("rebooted: the SOFT reboot fell back to HARD ({fallback_reason})");
-        self.hard_reboot(&caps, &before, &message).await
+        self.hard_reboot(&caps, &before, read_at, &message).await
     }
 
     /// Resets a running server and confirms it: hard reset, else power
@@ -199,12 +209,37 @@ impl Run {
         &self,
         caps: &Capabilities,
         before: &Observation,
+        read_at: Instant,
         done: &str,
     ) -> Result<String, Failure> {
+        self.clear_of_last_boot(caps, before, read_at).await;
         let sent = self
             .restart(caps, &[PowerOp::HardReset, PowerOp::PowerCycle])
             .await?;
         self.confirm_restart(caps, before, sent, done).await
+    }
+
+    /// Waits, where the BMC's restart marker counts whole seconds, until a
+    /// second has passed since `before` was read at `read_at`. The host's
+    /// last boot came before that reading; a restart in the same wall-clock
+    /// second would leave `LastResetTime` unchanged, and the agent would see
+    /// "no sign of a restart" of a server that did restart — and a SOFT
+    /// reboot would then fall back to a second, HARD, reset. A real host
+    /// takes longer than a second to boot, a simulator need not.
+    async fn clear_of_last_boot(
+        &self,
+        caps: &Capabilities,
+        before: &Observation,
+        read_at: Instant,
+    ) {
+        let whole_seconds = caps.restart_evidence
+            && before
+                .marker
+                .as_ref()
+                .is_some_and(|m| m.counts_whole_seconds());
+        if whole_seconds {
+            tokio::time::sleep_until(read_at + Duration::from_secs(1)).await;
+        }
     }
 
     /// Sends the first of `prefer` the BMC offers, else force off → wait off
