@@ -6,7 +6,9 @@
 //! power changes that show only after a delay (like real firmware), and the
 //! firmware features a SOFT reboot depends on: a warm `GracefulRestart` (the
 //! power stays on) and a restart marker (like Redfish `LastResetTime`).
-//! Every call is recorded for assertions; with a journal file, every command is
+//! The newest calls are kept for assertions ([`CALLS_KEPT`] per BMC, so a
+//! daemon that runs on fakes for days does not grow), power commands are
+//! counted exactly; with a journal file, every command is
 //! also appended *before* it takes effect, so a test can count the
 //! commands a BMC received across a daemon crash, and the fake's power state
 //! survives a restart of the daemon the way a real machine's does.
@@ -16,7 +18,7 @@
 //! counted ([`FakeBmc::overlaps`]) and written to the journal as a line
 //! `SERVER_ID overlap:CALL` (see [`OVERLAP`]) that replay ignores.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,13 @@ use super::{
     Bmc, BmcError, BmcFactory, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp,
     RestartMarker, SharedBmc,
 };
+
+/// Calls each fake keeps for [`FakeBmc::calls`], the newest; older ones are
+/// dropped (power commands stay counted by [`FakeBmc::count`]). Enough for
+/// any one test's scenario; small enough that a fleet of fakes in a
+/// long-running daemon holds a fixed amount (the journal is the record that
+/// lasts).
+pub const CALLS_KEPT: usize = 256;
 
 /// How fake BMCs behave (the `[fake_bmc]` config table).
 #[derive(Debug, Clone, Deserialize)]
@@ -132,7 +141,10 @@ struct FakeState {
     fail: Option<BmcError>,
     ignore_acpi: bool,
     latency: Duration,
-    calls: Vec<FakeCall>,
+    /// The newest [`CALLS_KEPT`] calls.
+    calls: VecDeque<FakeCall>,
+    /// Power commands received, by command, since the fake was made.
+    power_counts: Vec<(PowerOp, usize)>,
     /// Calls in progress now.
     busy: u32,
     /// Calls that began while another was in progress.
@@ -145,6 +157,21 @@ pub struct FakeBmc {
     server_id: String,
     state: Arc<Mutex<FakeState>>,
     journal: Option<Arc<Journal>>,
+}
+
+impl FakeState {
+    fn record(&mut self, call: FakeCall) {
+        if let FakeCall::Power(op) = call {
+            match self.power_counts.iter_mut().find(|(o, _)| *o == op) {
+                Some((_, n)) => *n += 1,
+                None => self.power_counts.push((op, 1)),
+            }
+        }
+        if self.calls.len() == CALLS_KEPT {
+            self.calls.pop_front();
+        }
+        self.calls.push_back(call);
+    }
 }
 
 impl FakeBmc {
@@ -172,7 +199,8 @@ impl FakeBmc {
                     .then(|| BmcError::Refused("simulated failure (fake BMC)".into())),
                 ignore_acpi: settings.ignore_acpi,
                 latency: settings.latency,
-                calls: Vec::new(),
+                calls: VecDeque::new(),
+                power_counts: Vec::new(),
                 busy: 0,
                 overlaps: 0,
             })),
@@ -184,19 +212,19 @@ impl FakeBmc {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every call received so far, in order.
+    /// The calls received, in order: the newest [`CALLS_KEPT`].
     pub fn calls(&self) -> Vec<FakeCall> {
-        self.lock().calls.clone()
+        self.lock().calls.iter().cloned().collect()
     }
-    /// How many times `op` was sent.
+    /// How many times `op` was sent (all of them, however many calls since).
     pub fn count(&self, op: PowerOp) -> usize {
         self.lock()
-            .calls
+            .power_counts
             .iter()
-            .filter(|c| **c == FakeCall::Power(op))
-            .count()
+            .find(|(o, _)| *o == op)
+            .map_or(0, |(_, n)| *n)
     }
-    /// The power commands received, in order.
+    /// The power commands among the calls kept, in order.
     pub fn power_ops(&self) -> Vec<PowerOp> {
         self.lock()
             .calls
@@ -262,7 +290,7 @@ impl FakeBmc {
     async fn enter(&self, call: FakeCall) -> Result<InProgress<'_>, BmcError> {
         let (hang, fail, latency, overlap) = {
             let mut st = self.lock();
-            st.calls.push(call.clone());
+            st.record(call.clone());
             st.busy += 1;
             let overlap = st.busy > 1;
             if overlap {
@@ -418,7 +446,7 @@ impl Bmc for FakeBmc {
     }
 
     async fn close(&self) {
-        self.lock().calls.push(FakeCall::Close);
+        self.lock().record(FakeCall::Close);
     }
 }
 
@@ -563,6 +591,22 @@ mod tests {
         fake.power(PowerOp::GracefulOff).await.unwrap();
         assert_eq!(fake.power_state().await.unwrap(), Power::Off);
         assert_eq!(fake.power_ops(), vec![PowerOp::On, PowerOp::GracefulOff]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_newest_calls_are_kept_and_power_commands_all_counted() {
+        let fake = FakeBmc::new("s1", &FakeSettings::default(), Power::Off);
+        for _ in 0..CALLS_KEPT {
+            fake.power(PowerOp::HardReset).await.unwrap();
+            fake.power_state().await.unwrap();
+        }
+        fake.power(PowerOp::ForceOff).await.unwrap();
+        let calls = fake.calls();
+        assert_eq!(calls.len(), CALLS_KEPT);
+        assert_eq!(calls.last(), Some(&FakeCall::Power(PowerOp::ForceOff)));
+        assert_eq!(fake.count(PowerOp::HardReset), CALLS_KEPT);
+        assert_eq!(fake.count(PowerOp::ForceOff), 1);
+        assert_eq!(fake.count(PowerOp::On), 0);
     }
 
     #[tokio::test(start_paused = true)]
