@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::runner::{human, Failure, Restart, Run};
+use super::runner::{human, Failure, Restart, Run, NO_RESTART_EVIDENCE};
 use super::{ActionRequest, BootSource};
 use crate::bmc::{BootDevice, Capabilities, Observation, Power, PowerOp};
 
@@ -110,8 +110,14 @@ impl Run {
                 let sent = self
                     .restart(&caps, &[PowerOp::PowerCycle, PowerOp::HardReset])
                     .await?;
-                self.confirm_restart(&caps, &before, sent, &format!("{what}; server restarted"))
-                    .await
+                self.confirm_restart(
+                    &caps,
+                    &before,
+                    sent,
+                    &format!("{what}; server restarted"),
+                    true,
+                )
+                .await
             }
             ActionRequest::ResetState(_) | ActionRequest::Lock | ActionRequest::Unlock => {
                 Err("internal: this action has no BMC steps".into())
@@ -216,7 +222,7 @@ impl Run {
         let sent = self
             .restart(caps, &[PowerOp::HardReset, PowerOp::PowerCycle])
             .await?;
-        self.confirm_restart(caps, before, sent, done).await
+        self.confirm_restart(caps, before, sent, done, false).await
     }
 
     /// Waits, where the BMC's restart marker counts whole seconds, until a
@@ -262,12 +268,19 @@ impl Run {
 
     /// Waits for the evidence of the restart that `sent` asked for, and words
     /// the outcome by what was seen.
+    ///
+    /// For a reinstall (`reinstall`) whose reset or cycle was in flight at a
+    /// crash and not re-sent, and of which the BMC shows no restart, the
+    /// one-time boot override it set may still be armed: the next reboot,
+    /// whoever asks for it, would start the installer. The override is set
+    /// back to disk and the action fails, asking for the reinstall again.
     async fn confirm_restart(
         &self,
         caps: &Capabilities,
         before: &Observation,
         sent: Option<PowerOp>,
         done: &str,
+        reinstall: bool,
     ) -> Result<String, Failure> {
         let t = &self.engine.settings.timeouts;
         let Some(op) = sent else {
@@ -284,6 +297,20 @@ impl Run {
             .wait_restart(before, caps.restart_evidence, t.power_confirm, t.power_confirm)
             .await?
         {
+            Restart::Confirmed(seen)
+                if in_doubt && reinstall && seen.starts_with(NO_RESTART_EVIDENCE) =>
+            {
+                self.withdraw_boot_override().await?;
+                Err(format!(
+                    "{sent_text}, and this BMC shows no restart evidence ({seen}): whether the server restarted into the installer is unknown. {WITHDRAWN}"
+                ))
+            }
+            Restart::NoSign(why) if in_doubt && reinstall => {
+                self.withdraw_boot_override().await?;
+                Err(format!(
+                    "{sent_text}, and the BMC shows no restart since: {why}. It most likely never reached the BMC. {WITHDRAWN}"
+                ))
+            }
             Restart::Confirmed(seen) => Ok(format!("{done}: {sent_text}; {seen}")),
             Restart::NoSign(why) if in_doubt => Err(format!(
                 "{sent_text}, and the BMC shows no restart since: {why}. It most likely never reached the BMC; nothing was re-sent, so retry the action to restart the server"
@@ -293,6 +320,19 @@ impl Run {
             )),
             Restart::NotOn(why) => Err(format!("{sent_text}; {why}")),
         }
+    }
+}
+
+/// How a reinstall in doubt ends (see `confirm_restart`).
+const WITHDRAWN: &str = "The one-time boot override was set back to disk, so that a later reboot does not start the installer unasked; retry the reinstall";
+
+impl Run {
+    /// Sets the one-time boot device back to disk (idempotent).
+    async fn withdraw_boot_override(&self) -> Result<(), Failure> {
+        self.effect("clear_boot_override", || {
+            self.bmc.set_boot_once(BootDevice::Disk)
+        })
+        .await
     }
 }
 
