@@ -1313,8 +1313,20 @@ async fn soak_batch(
                         .await
                         .unwrap()
                         .into_inner();
-                    while let Some(x) = s.message().await.unwrap() {
-                        last = x;
+                    loop {
+                        match s.message().await {
+                            Ok(Some(x)) => last = x,
+                            Ok(None) => break,
+                            Err(st) => {
+                                let now = c
+                                    .get_action(admin(pb::GetActionRequest { id: a.id.clone() }))
+                                    .await;
+                                panic!(
+                                    "{server} {act:?}: WatchAction ended with {st:?} after \
+                                     {last:?}; GetAction now answers {now:?}"
+                                );
+                            }
+                        }
                     }
                 }
                 assert!(terminal(&last), "{server}: {last:?}");
