@@ -200,8 +200,9 @@ impl Default for EventSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActionSettings {
-    /// Actions kept in the database (newest first, with their steps); older
-    /// ended ones are deleted as new ones come in. Unfinished ones are kept.
+    /// Ended actions kept in the database, with their steps: the ones that
+    /// ended last; older ones are deleted as new ones come in. Unfinished
+    /// ones are always kept.
     pub retain: u64,
     /// Accepted actions that may wait for their write at once; beyond that a
     /// request is answered RESOURCE_EXHAUSTED with a retry hint, so a burst

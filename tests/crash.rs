@@ -89,13 +89,26 @@ async fn sigkill_with_20_actions_in_flight_loses_nothing_and_resends_nothing() {
     let mut c = d.client().await;
     let mut recovered = 0;
     let mut confirmed_without_resend = 0;
+    let mut withdrawn_reinstalls: Vec<String> = Vec::new();
     for (server, (id, kind)) in &accepted {
         let a = wait_action(&mut c, id, Duration::from_secs(60)).await;
-        assert_eq!(
-            a.state,
-            pb::ActionState::Succeeded as i32,
-            "{server} {kind}: {a:#?}"
-        );
+        // A reinstall caught with its cycle in flight, on a BMC without
+        // restart evidence (the fake's default), cannot know whether the
+        // server booted the installer: it withdraws the boot override and
+        // fails, asking for the reinstall again (README, "Recovery").
+        let withdrawn = *kind == "reinstall"
+            && a.state == pb::ActionState::Failed as i32
+            && a.message.contains("not re-sent")
+            && a.message.contains("set back to disk");
+        if withdrawn {
+            withdrawn_reinstalls.push(server.clone());
+        } else {
+            assert_eq!(
+                a.state,
+                pb::ActionState::Succeeded as i32,
+                "{server} {kind}: {a:#?}"
+            );
+        }
         if a.events.iter().any(|e| e.step == "recovery") {
             recovered += 1;
         }
@@ -153,7 +166,12 @@ async fn sigkill_with_20_actions_in_flight_loses_nothing_and_resends_nothing() {
             "hard" | "reinstall" => 1,
             _ => 0,
         };
-        assert_eq!(n, want, "{server} ({kind}) got {n} resets/cycles");
+        if withdrawn_reinstalls.contains(server) {
+            // In doubt: it may or may not have reached the BMC, never twice.
+            assert!(n <= 1, "{server} ({kind}) got {n} resets/cycles");
+        } else {
+            assert_eq!(n, want, "{server} ({kind}) got {n} resets/cycles");
+        }
     }
     assert!(d
         .terminate(Duration::from_secs(20))

@@ -329,7 +329,16 @@ async fn every_boundary(fake: &str, scenarios: &[Scenario]) {
                 "{ctx}: boots; BMC saw {got:?}, clean run {want:?}"
             );
             assert_eq!(power, want_power, "{ctx}: power at the end");
-            assert_eq!(a.state, pb::ActionState::Succeeded as i32, "{ctx}: {a:#?}");
+            // A reinstall whose cycle was in doubt, on a BMC without restart
+            // evidence, cannot know whether the installer booted: it sets
+            // the boot override back and fails, asking for it again.
+            let withdrawn = a.kind == pb::ActionKind::Reinstall as i32
+                && a.state == pb::ActionState::Failed as i32
+                && a.message.contains("was in flight when the agent stopped")
+                && a.message.contains("set back to disk");
+            if !withdrawn {
+                assert_eq!(a.state, pb::ActionState::Succeeded as i32, "{ctx}: {a:#?}");
+            }
         }
         assert!(
             a.message.contains("after an agent restart"),

@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::auth::Authenticator;
 use super::convert::{self, id as checked_id};
@@ -279,8 +279,31 @@ impl RackAgent for Service {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
-                let Ok(Some(now)) = engine.load_action(&id) else {
-                    return;
+                // A stream ends OK only once its action has ended: a read
+                // that fails is tried again, then reported, never taken for
+                // the end.
+                let mut tries = 0;
+                let now = loop {
+                    match engine.load_action(&id) {
+                        Ok(Some(now)) => break now,
+                        Ok(None) => {
+                            let gone = Status::not_found(format!(
+                                "action {id} is no longer recorded; it was {}",
+                                last.state
+                            ));
+                            let _ = tx.send(Err(gone)).await;
+                            return;
+                        }
+                        Err(e) if tries < 20 => {
+                            warn!(action_id = %id, error = %e, "WatchAction: reading the action failed; trying again");
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    }
                 };
                 if now != last {
                     if tx.send(Ok(convert::action(&now))).await.is_err() {

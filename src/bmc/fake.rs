@@ -6,12 +6,19 @@
 //! power changes that show only after a delay (like real firmware), and the
 //! firmware features a SOFT reboot depends on: a warm `GracefulRestart` (the
 //! power stays on) and a restart marker (like Redfish `LastResetTime`).
-//! Every call is recorded for assertions; with a journal file, every command is
+//! The newest calls are kept for assertions ([`CALLS_KEPT`] per BMC, so a
+//! daemon that runs on fakes for days does not grow), power commands are
+//! counted exactly; with a journal file, every command is
 //! also appended *before* it takes effect, so a test can count the
 //! commands a BMC received across a daemon crash, and the fake's power state
 //! survives a restart of the daemon the way a real machine's does.
+//!
+//! A BMC does one thing at a time: the fake counts the calls in progress, and
+//! a call that begins while another is still in progress is an *overlap*,
+//! counted ([`FakeBmc::overlaps`]) and written to the journal as a line
+//! `SERVER_ID overlap:CALL` (see [`OVERLAP`]) that replay ignores.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +32,13 @@ use super::{
     Bmc, BmcError, BmcFactory, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp,
     RestartMarker, SharedBmc,
 };
+
+/// Calls each fake keeps for [`FakeBmc::calls`], the newest; older ones are
+/// dropped (power commands stay counted by [`FakeBmc::count`]). Enough for
+/// any one test's scenario; small enough that a fleet of fakes in a
+/// long-running daemon holds a fixed amount (the journal is the record that
+/// lasts).
+pub const CALLS_KEPT: usize = 256;
 
 /// How fake BMCs behave (the `[fake_bmc]` config table).
 #[derive(Debug, Clone, Deserialize)]
@@ -127,7 +141,14 @@ struct FakeState {
     fail: Option<BmcError>,
     ignore_acpi: bool,
     latency: Duration,
-    calls: Vec<FakeCall>,
+    /// The newest [`CALLS_KEPT`] calls.
+    calls: VecDeque<FakeCall>,
+    /// Power commands received, by command, since the fake was made.
+    power_counts: Vec<(PowerOp, usize)>,
+    /// Calls in progress now.
+    busy: u32,
+    /// Calls that began while another was in progress.
+    overlaps: u64,
 }
 
 /// One fake BMC.
@@ -136,6 +157,21 @@ pub struct FakeBmc {
     server_id: String,
     state: Arc<Mutex<FakeState>>,
     journal: Option<Arc<Journal>>,
+}
+
+impl FakeState {
+    fn record(&mut self, call: FakeCall) {
+        if let FakeCall::Power(op) = call {
+            match self.power_counts.iter_mut().find(|(o, _)| *o == op) {
+                Some((_, n)) => *n += 1,
+                None => self.power_counts.push((op, 1)),
+            }
+        }
+        if self.calls.len() == CALLS_KEPT {
+            self.calls.pop_front();
+        }
+        self.calls.push_back(call);
+    }
 }
 
 impl FakeBmc {
@@ -163,7 +199,10 @@ impl FakeBmc {
                     .then(|| BmcError::Refused("simulated failure (fake BMC)".into())),
                 ignore_acpi: settings.ignore_acpi,
                 latency: settings.latency,
-                calls: Vec::new(),
+                calls: VecDeque::new(),
+                power_counts: Vec::new(),
+                busy: 0,
+                overlaps: 0,
             })),
             journal: None,
         }
@@ -173,19 +212,19 @@ impl FakeBmc {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every call received so far, in order.
+    /// The calls received, in order: the newest [`CALLS_KEPT`].
     pub fn calls(&self) -> Vec<FakeCall> {
-        self.lock().calls.clone()
+        self.lock().calls.iter().cloned().collect()
     }
-    /// How many times `op` was sent.
+    /// How many times `op` was sent (all of them, however many calls since).
     pub fn count(&self, op: PowerOp) -> usize {
         self.lock()
-            .calls
+            .power_counts
             .iter()
-            .filter(|c| **c == FakeCall::Power(op))
-            .count()
+            .find(|(o, _)| *o == op)
+            .map_or(0, |(_, n)| *n)
     }
-    /// The power commands received, in order.
+    /// The power commands among the calls kept, in order.
     pub fn power_ops(&self) -> Vec<PowerOp> {
         self.lock()
             .calls
@@ -240,13 +279,33 @@ impl FakeBmc {
         self.lock().boots
     }
 
-    /// Records the call, then waits, hangs or fails as configured.
-    async fn enter(&self, call: FakeCall) -> Result<(), BmcError> {
-        let (hang, fail, latency) = {
+    /// Calls that began while another call to this BMC was in progress.
+    pub fn overlaps(&self) -> u64 {
+        self.lock().overlaps
+    }
+
+    /// Records the call, then waits, hangs or fails as configured. The call
+    /// is in progress until the returned guard is dropped (at the end of the
+    /// trait method, or when the caller gives up on it).
+    async fn enter(&self, call: FakeCall) -> Result<InProgress<'_>, BmcError> {
+        let (hang, fail, latency, overlap) = {
             let mut st = self.lock();
-            st.calls.push(call.clone());
-            (st.hang, st.fail.clone(), st.latency)
+            st.record(call.clone());
+            st.busy += 1;
+            let overlap = st.busy > 1;
+            if overlap {
+                st.overlaps += 1;
+            }
+            (st.hang, st.fail.clone(), st.latency, overlap)
         };
+        let busy = InProgress(self);
+        if overlap {
+            tracing::error!(server_id = %self.server_id, call = ?call, "fake BMC: a call began while another was in progress");
+            if let Some(j) = &self.journal {
+                j.append(&self.server_id, &format!("{OVERLAP}:{call:?}"))
+                    .map_err(|e| BmcError::Protocol(format!("fake journal: {e}")))?;
+            }
+        }
         if hang {
             std::future::pending::<()>().await;
         }
@@ -255,11 +314,23 @@ impl FakeBmc {
             return Err(err);
         }
         if let (Some(j), FakeCall::Power(op)) = (&self.journal, &call) {
-            j.append(&self.server_id, *op)
+            j.append(&self.server_id, op.as_str())
                 .map_err(|e| BmcError::Protocol(format!("fake journal: {e}")))?;
         }
         tokio::time::sleep(latency).await;
-        Ok(())
+        Ok(busy)
+    }
+}
+
+/// The journal's word for two calls at once: `SERVER_ID overlap:CALL`.
+pub const OVERLAP: &str = "overlap";
+
+/// A call in progress on a fake; ends when dropped.
+struct InProgress<'a>(&'a FakeBmc);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.lock().busy -= 1;
     }
 }
 
@@ -294,7 +365,7 @@ impl FakeState {
 #[async_trait]
 impl Bmc for FakeBmc {
     async fn capabilities(&self) -> Result<Capabilities, BmcError> {
-        self.enter(FakeCall::Capabilities).await?;
+        let _busy = self.enter(FakeCall::Capabilities).await?;
         // An IPMI-like BMC that also offers virtual media, and what its knobs add.
         let st = self.lock();
         let mut caps = Capabilities {
@@ -312,7 +383,7 @@ impl Bmc for FakeBmc {
     }
 
     async fn observe(&self) -> Result<Observation, BmcError> {
-        self.enter(FakeCall::PowerState).await?;
+        let _busy = self.enter(FakeCall::PowerState).await?;
         let st = self.lock();
         Ok(Observation {
             power: st.power,
@@ -324,12 +395,13 @@ impl Bmc for FakeBmc {
     }
 
     async fn power_state(&self) -> Result<Power, BmcError> {
-        self.enter(FakeCall::PowerState).await?;
-        Ok(self.lock().power)
+        let _busy = self.enter(FakeCall::PowerState).await?;
+        let power = self.lock().power;
+        Ok(power)
     }
 
     async fn power(&self, op: PowerOp) -> Result<(), BmcError> {
-        self.enter(FakeCall::Power(op)).await?;
+        let _busy = self.enter(FakeCall::Power(op)).await?;
         let offered = {
             let st = self.lock();
             match &st.offered {
@@ -354,30 +426,32 @@ impl Bmc for FakeBmc {
     }
 
     async fn set_boot_once(&self, device: BootDevice) -> Result<(), BmcError> {
-        self.enter(FakeCall::SetBootOnce(device)).await?;
+        let _busy = self.enter(FakeCall::SetBootOnce(device)).await?;
         self.lock().boot_once = Some(device);
         Ok(())
     }
 
     async fn insert_media(&self, image_url: &str) -> Result<(), BmcError> {
-        self.enter(FakeCall::InsertMedia(image_url.to_string()))
+        let _busy = self
+            .enter(FakeCall::InsertMedia(image_url.to_string()))
             .await?;
         self.lock().media = Some(image_url.to_string());
         Ok(())
     }
 
     async fn eject_media(&self) -> Result<(), BmcError> {
-        self.enter(FakeCall::EjectMedia).await?;
+        let _busy = self.enter(FakeCall::EjectMedia).await?;
         self.lock().media = None;
         Ok(())
     }
 
     async fn close(&self) {
-        self.lock().calls.push(FakeCall::Close);
+        self.lock().record(FakeCall::Close);
     }
 }
 
-/// Append-only record of power commands, one line each: `SERVER_ID OP`.
+/// Append-only record of power commands, one line each: `SERVER_ID OP`
+/// (and of overlapping calls: `SERVER_ID overlap:CALL`).
 #[derive(Debug)]
 struct Journal {
     file: Mutex<File>,
@@ -397,10 +471,10 @@ impl Journal {
     /// effect. Not fsynced: what the journal must survive is the daemon
     /// being killed (the page cache keeps it), not the host losing power —
     /// and an fsync here would block an async worker for every command.
-    fn append(&self, server_id: &str, op: PowerOp) -> std::io::Result<()> {
+    fn append(&self, server_id: &str, what: &str) -> std::io::Result<()> {
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
         // One write(2) per line: `File` is unbuffered.
-        f.write_all(format!("{server_id} {}\n", op.as_str()).as_bytes())
+        f.write_all(format!("{server_id} {what}\n").as_bytes())
     }
 }
 
@@ -520,6 +594,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_newest_calls_are_kept_and_power_commands_all_counted() {
+        let fake = FakeBmc::new("s1", &FakeSettings::default(), Power::Off);
+        for _ in 0..CALLS_KEPT {
+            fake.power(PowerOp::HardReset).await.unwrap();
+            fake.power_state().await.unwrap();
+        }
+        fake.power(PowerOp::ForceOff).await.unwrap();
+        let calls = fake.calls();
+        assert_eq!(calls.len(), CALLS_KEPT);
+        assert_eq!(calls.last(), Some(&FakeCall::Power(PowerOp::ForceOff)));
+        assert_eq!(fake.count(PowerOp::HardReset), CALLS_KEPT);
+        assert_eq!(fake.count(PowerOp::ForceOff), 1);
+        assert_eq!(fake.count(PowerOp::On), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn ignoring_acpi_keeps_power_on() {
         let fake = FakeBmc::new("s1", &FakeSettings::default(), Power::On);
         fake.set_ignore_acpi(true);
@@ -555,6 +645,54 @@ mod tests {
             ..FakeSettings::default()
         };
         assert_eq!(set.journal_path(state), Path::new("/tmp/j.log"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_calls_at_once_are_an_overlap_in_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.log");
+        let settings = FakeSettings {
+            journal: Some(path.clone()),
+            latency: Duration::from_millis(50),
+            ..FakeSettings::default()
+        };
+        let f = FakeBmcFactory::new(settings.clone()).unwrap();
+        let (a, b) = (f.fake_for("s1"), f.fake_for("s2"));
+        // One after the other, and two BMCs at once: no overlap.
+        a.power_state().await.unwrap();
+        a.power(PowerOp::HardReset).await.unwrap();
+        let (r1, r2) = tokio::join!(a.power_state(), b.power_state());
+        r1.unwrap();
+        r2.unwrap();
+        assert_eq!((a.overlaps(), b.overlaps()), (0, 0));
+        // A read while a reset is in progress on the same BMC: one overlap.
+        let (r1, r2) = tokio::join!(a.power(PowerOp::HardReset), a.power_state());
+        r1.unwrap();
+        r2.unwrap();
+        assert_eq!((a.overlaps(), b.overlaps()), (1, 0));
+        let overlaps: Vec<_> = read_journal(&path)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, op)| op.starts_with(OVERLAP))
+            .collect();
+        assert_eq!(
+            overlaps,
+            vec![("s1".to_string(), "overlap:PowerState".to_string())]
+        );
+        // Replay ignores the overlap line: two resets, two boots.
+        let again = FakeBmcFactory::new(settings).unwrap().fake_for("s1");
+        assert_eq!((again.boots(), again.power_now()), (2, Power::On));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_up_on_is_no_longer_in_progress() {
+        let fake = FakeBmc::new("s1", &FakeSettings::default(), Power::On);
+        fake.set_hang(true);
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), fake.power_state()).await;
+        assert!(gave_up.is_err());
+        fake.set_hang(false);
+        fake.power_state().await.unwrap();
+        assert_eq!(fake.overlaps(), 0);
     }
 
     #[tokio::test(start_paused = true)]

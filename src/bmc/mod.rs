@@ -211,6 +211,15 @@ impl RestartMarker {
         }
     }
 
+    /// Whether the restart time is given in whole seconds (no fraction), so
+    /// two restarts within one second look alike.
+    pub fn counts_whole_seconds(&self) -> bool {
+        self.last_reset_time.as_deref().is_some_and(|t| {
+            t.split_once('T')
+                .is_some_and(|(_, time)| !time.contains('.'))
+        })
+    }
+
     /// Whether the BMC gave anything at all.
     pub fn is_empty(&self) -> bool {
         *self == RestartMarker::default()
@@ -484,6 +493,20 @@ mod tests {
             ..progress("OSRunning", "c")
         };
         assert!(restarted.shows_restart_since(&before));
+    }
+
+    #[test]
+    fn a_restart_time_without_a_fraction_counts_whole_seconds() {
+        let at = |t: &str| RestartMarker {
+            last_reset_time: Some(t.into()),
+            ..RestartMarker::default()
+        };
+        assert!(at("2026-11-26T01:02:03Z").counts_whole_seconds());
+        assert!(at("2026-11-26T01:02:03+00:00").counts_whole_seconds());
+        assert!(!at("2026-11-26T01:02:03.250Z").counts_whole_seconds());
+        // Not a time (the fake's boot counter): nothing to wait for.
+        assert!(!at("boot-3").counts_whole_seconds());
+        assert!(!RestartMarker::default().counts_whole_seconds());
     }
 
     #[test]

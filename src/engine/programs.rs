@@ -18,7 +18,11 @@
 //! GracefulRestart but neither a marker nor GracefulShutdown gets the request
 //! and an honest "not confirmed", never a second reset.
 
-use super::runner::{human, Failure, Restart, Run};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::runner::{human, Failure, Restart, Run, NO_RESTART_EVIDENCE};
 use super::{ActionRequest, BootSource};
 use crate::bmc::{BootDevice, Capabilities, Observation, Power, PowerOp};
 
@@ -29,6 +33,7 @@ impl Run {
             ActionRequest::Reboot { hard: true } => {
                 let caps = self.discover().await?;
                 let before = self.read_power().await?;
+                let read_at = Instant::now();
                 if before.power == Power::Off {
                     self.command(PowerOp::On).await?;
                     let seen = self.require(Power::On, t.power_confirm).await?;
@@ -36,7 +41,8 @@ impl Run {
                         "rebooted (HARD): the server was off, so it was powered on ({seen})"
                     ));
                 }
-                self.hard_reboot(&caps, &before, "rebooted (HARD)").await
+                self.hard_reboot(&caps, &before, read_at, "rebooted (HARD)")
+                    .await
             }
             ActionRequest::Reboot { hard: false } => self.soft_reboot().await,
             ActionRequest::Start => {
@@ -92,6 +98,7 @@ impl Run {
                     }
                 };
                 let before = self.read_power().await?;
+                let read_at = Instant::now();
                 if before.power == Power::Off {
                     self.command(PowerOp::On).await?;
                     let seen = self.require(Power::On, t.power_confirm).await?;
@@ -99,11 +106,18 @@ impl Run {
                         "{what}; the server was off, so it was powered on ({seen})"
                     ));
                 }
+                self.clear_of_last_boot(&caps, &before, read_at).await;
                 let sent = self
                     .restart(&caps, &[PowerOp::PowerCycle, PowerOp::HardReset])
                     .await?;
-                self.confirm_restart(&caps, &before, sent, &format!("{what}; server restarted"))
-                    .await
+                self.confirm_restart(
+                    &caps,
+                    &before,
+                    sent,
+                    &format!("{what}; server restarted"),
+                    true,
+                )
+                .await
             }
             ActionRequest::ResetState(_) | ActionRequest::Lock | ActionRequest::Unlock => {
                 Err("internal: this action has no BMC steps".into())
@@ -130,6 +144,7 @@ impl Run {
         let t = self.engine.settings.timeouts.clone();
         let caps = self.discover().await?;
         let before = self.read_power().await?;
+        let read_at = Instant::now();
         if before.power == Power::Off {
             self.command(PowerOp::On).await?;
             let seen = self.require(Power::On, t.power_confirm).await?;
@@ -139,6 +154,7 @@ impl Run {
         }
         let restart = caps.supports(PowerOp::GracefulRestart);
         let fallback_reason = if restart && caps.restart_evidence {
+            self.clear_of_last_boot(&caps, &before, read_at).await;
             self.command(PowerOp::GracefulRestart).await?;
             match self
                 .wait_restart(&before, true, t.soft_reboot, t.power_confirm)
@@ -190,7 +206,7 @@ impl Run {
         )
         .await;
         let message = format!("rebooted: the SOFT reboot fell back to HARD ({fallback_reason})");
-        self.hard_reboot(&caps, &before, &message).await
+        self.hard_reboot(&caps, &before, read_at, &message).await
     }
 
     /// Resets a running server and confirms it: hard reset, else power
@@ -199,12 +215,37 @@ impl Run {
         &self,
         caps: &Capabilities,
         before: &Observation,
+        read_at: Instant,
         done: &str,
     ) -> Result<String, Failure> {
+        self.clear_of_last_boot(caps, before, read_at).await;
         let sent = self
             .restart(caps, &[PowerOp::HardReset, PowerOp::PowerCycle])
             .await?;
-        self.confirm_restart(caps, before, sent, done).await
+        self.confirm_restart(caps, before, sent, done, false).await
+    }
+
+    /// Waits, where the BMC's restart marker counts whole seconds, until a
+    /// second has passed since `before` was read at `read_at`. The host's
+    /// last boot came before that reading; a restart in the same wall-clock
+    /// second would leave `LastResetTime` unchanged, and the agent would see
+    /// "no sign of a restart" of a server that did restart — and a SOFT
+    /// reboot would then fall back to a second, HARD, reset. A real host
+    /// takes longer than a second to boot, a simulator need not.
+    async fn clear_of_last_boot(
+        &self,
+        caps: &Capabilities,
+        before: &Observation,
+        read_at: Instant,
+    ) {
+        let whole_seconds = caps.restart_evidence
+            && before
+                .marker
+                .as_ref()
+                .is_some_and(|m| m.counts_whole_seconds());
+        if whole_seconds {
+            tokio::time::sleep_until(read_at + Duration::from_secs(1)).await;
+        }
     }
 
     /// Sends the first of `prefer` the BMC offers, else force off → wait off
@@ -227,12 +268,19 @@ impl Run {
 
     /// Waits for the evidence of the restart that `sent` asked for, and words
     /// the outcome by what was seen.
+    ///
+    /// For a reinstall (`reinstall`) whose reset or cycle was in flight at a
+    /// crash and not re-sent, and of which the BMC shows no restart, the
+    /// one-time boot override it set may still be armed: the next reboot,
+    /// whoever asks for it, would start the installer. The override is set
+    /// back to disk and the action fails, asking for the reinstall again.
     async fn confirm_restart(
         &self,
         caps: &Capabilities,
         before: &Observation,
         sent: Option<PowerOp>,
         done: &str,
+        reinstall: bool,
     ) -> Result<String, Failure> {
         let t = &self.engine.settings.timeouts;
         let Some(op) = sent else {
@@ -249,6 +297,20 @@ impl Run {
             .wait_restart(before, caps.restart_evidence, t.power_confirm, t.power_confirm)
             .await?
         {
+            Restart::Confirmed(seen)
+                if in_doubt && reinstall && seen.starts_with(NO_RESTART_EVIDENCE) =>
+            {
+                self.withdraw_boot_override().await?;
+                Err(format!(
+                    "{sent_text}, and this BMC shows no restart evidence ({seen}): whether the server restarted into the installer is unknown. {WITHDRAWN}"
+                ))
+            }
+            Restart::NoSign(why) if in_doubt && reinstall => {
+                self.withdraw_boot_override().await?;
+                Err(format!(
+                    "{sent_text}, and the BMC shows no restart since: {why}. It most likely never reached the BMC. {WITHDRAWN}"
+                ))
+            }
             Restart::Confirmed(seen) => Ok(format!("{done}: {sent_text}; {seen}")),
             Restart::NoSign(why) if in_doubt => Err(format!(
                 "{sent_text}, and the BMC shows no restart since: {why}. It most likely never reached the BMC; nothing was re-sent, so retry the action to restart the server"
@@ -258,6 +320,19 @@ impl Run {
             )),
             Restart::NotOn(why) => Err(format!("{sent_text}; {why}")),
         }
+    }
+}
+
+/// How a reinstall in doubt ends (see `confirm_restart`).
+const WITHDRAWN: &str = "The one-time boot override was set back to disk, so that a later reboot does not start the installer unasked; retry the reinstall";
+
+impl Run {
+    /// Sets the one-time boot device back to disk (idempotent).
+    async fn withdraw_boot_override(&self) -> Result<(), Failure> {
+        self.effect("clear_boot_override", || {
+            self.bmc.set_boot_once(BootDevice::Disk)
+        })
+        .await
     }
 }
 

@@ -602,10 +602,9 @@ impl Run {
                             Instant::now(),
                             "restart seen: the power went off and came back".to_string(),
                         )),
-                        (None, false) if !evidence => Some((
-                            Instant::now(),
-                            "the BMC offers no restart evidence (no restart marker, no power blip seen), so the restart itself is not confirmed".to_string(),
-                        )),
+                        (None, false) if !evidence => {
+                            Some((Instant::now(), NO_RESTART_EVIDENCE.to_string()))
+                        }
                         (None, false) => None,
                     };
                 }
@@ -651,6 +650,10 @@ impl Run {
         Ok(out)
     }
 }
+
+/// How a restart on a BMC without restart evidence is reported once the
+/// power is on (the start of the `wait_restart` detail).
+pub(super) const NO_RESTART_EVIDENCE: &str = "the BMC offers no restart evidence (no restart marker, no power blip seen), so the restart itself is not confirmed";
 
 pub(super) fn human(d: Duration) -> String {
     humantime_serde::re::humantime::format_duration(Duration::from_millis(d.as_millis() as u64))

@@ -92,6 +92,10 @@ pub struct Store {
     scratch: Option<PathBuf>,
 }
 
+/// `PRAGMA journal_size_limit`: the WAL file is cut back to this many bytes
+/// each time a checkpoint lets it start over.
+const WAL_SIZE_LIMIT: i64 = 4 << 20;
+
 impl Store {
     /// Opens (or creates) `DIR/rack-agent.db`. The directory is made 0700 and
     /// the database files 0600: the inline BMC passwords' files live beside
@@ -133,6 +137,11 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The WAL file keeps the size of the longest stretch between two
+        // checkpoints that could start it over (a reader of an older snapshot
+        // holds a checkpoint back): without a limit that high-water mark is
+        // kept on disk for good. Cut back to 4 MiB whenever it starts over.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         // Checkpoints run on their own thread (`checkpoint`), not in a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_by_server ON actions (server_id, seq);
 CREATE INDEX IF NOT EXISTS actions_by_state ON actions (state);
+CREATE INDEX IF NOT EXISTS actions_by_end ON actions (finished_at);
 CREATE UNIQUE INDEX IF NOT EXISTS actions_by_request ON actions (request_scope, request_id);
 CREATE TABLE IF NOT EXISTS steps (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -447,3 +447,30 @@ fn the_wal_is_checkpointed_off_the_commit_path() {
     };
     assert_eq!(in_file, 3000, "rows in the database file itself, WAL aside");
 }
+
+#[test]
+fn pruning_keeps_an_action_that_ended_last_however_old() {
+    let store = Store::open_in_memory().unwrap();
+    for i in 0..300 {
+        let mut a = action(&format!("a{i:03}"), "s1");
+        a.request_id = None;
+        a.state = ActionState::Succeeded;
+        a.finished_at = Some(1_000 + i);
+        // The first one ran on a slow BMC and ended after all the others.
+        if i == 0 {
+            a.finished_at = Some(10_000);
+        }
+        store.insert_action(&a).unwrap();
+    }
+    store
+        .write_now(vec![Write::PruneActions { keep: 100 }])
+        .unwrap();
+    let (kept, _) = store.list_actions("s1", None, 1000).unwrap();
+    let ids: Vec<&str> = kept.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(kept.len(), 100, "{ids:?}");
+    assert!(
+        ids.contains(&"a000"),
+        "the action that ended last went: {ids:?}"
+    );
+    assert!(ids.contains(&"a299") && ids.contains(&"a201") && !ids.contains(&"a200"));
+}

@@ -37,7 +37,8 @@ pub enum Write {
         event: ServerEvent,
         retain: u64,
     },
-    /// Deletes ended actions (and their steps) older than the newest `keep`.
+    /// Deletes ended actions (and their steps) but the `keep` that ended
+    /// last; unfinished ones are never deleted.
     PruneActions {
         keep: u64,
     },
@@ -107,21 +108,19 @@ pub(super) fn apply(conn: &Connection, w: &Write) -> Result<Option<ServerEvent>>
             return append_event(conn, event.clone(), *retain).map(Some)
         }
         Write::PruneActions { keep } => {
-            let newest: Option<i64> =
-                conn.query_row("SELECT MAX(seq) FROM actions", [], |r| r.get(0))?;
-            let Some(cut) = newest.map(|n| n - *keep as i64).filter(|c| *c > 0) else {
-                return Ok(None);
-            };
-            conn.prepare_cached(
-                "DELETE FROM steps WHERE action_id IN (SELECT id FROM actions
-                 WHERE seq <= ?1 AND state IN ('succeeded', 'failed', 'superseded'))",
-            )?
-            .execute([cut])?;
-            conn.prepare_cached(
-                "DELETE FROM actions
-                 WHERE seq <= ?1 AND state IN ('succeeded', 'failed', 'superseded')",
-            )?
-            .execute([cut])?;
+            // The newest `keep` by the time they ended, not by when they were
+            // accepted: an action that ran long (a slow BMC) while many newer
+            // ones came and went must not be deleted the moment it ends,
+            // before anyone could read its outcome.
+            const OLDER_ENDED: &str = "SELECT id FROM actions
+                 WHERE state IN ('succeeded', 'failed', 'superseded')
+                 ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?1";
+            conn.prepare_cached(&format!(
+                "DELETE FROM steps WHERE action_id IN ({OLDER_ENDED})"
+            ))?
+            .execute([*keep as i64])?;
+            conn.prepare_cached(&format!("DELETE FROM actions WHERE id IN ({OLDER_ENDED})"))?
+                .execute([*keep as i64])?;
         }
     }
     Ok(None)
