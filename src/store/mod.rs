@@ -12,10 +12,8 @@
 //! worker ever waits on a disk flush while holding a lock; reads use their
 //! own connections (WAL readers never wait for the writer). Appended events
 //! are numbered at commit and sent to subscribers in that order, after they
-//! are durable. WAL checkpoints run on a thread of their own ([`checkpoint`]),
-//! never inside a commit.
+//! are durable.
 
-mod checkpoint;
 mod rows;
 mod schema;
 mod writer;
@@ -24,8 +22,7 @@ mod writes;
 pub use writes::Write;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::broadcast;
@@ -85,7 +82,6 @@ impl Ticket {
 pub struct Store {
     path: PathBuf,
     writer: writer::Handle,
-    checkpointer: checkpoint::Checkpointer,
     readers: Mutex<Vec<Connection>>,
     events: broadcast::Sender<ServerEvent>,
     /// A scratch database's directory, removed when the store is dropped.
@@ -142,8 +138,6 @@ impl Store {
         // holds a checkpoint back): without a limit that high-water mark is
         // kept on disk for good. Cut back to 4 MiB whenever it starts over.
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
-        // Checkpoints run on their own thread (`checkpoint`), not in a commit.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let schema = schema::migrate(&conn).and_then(|()| Ok(conn.execute_batch(schema::SCHEMA)?));
         match schema {
@@ -154,13 +148,8 @@ impl Store {
             }
         }
         let (events, _) = broadcast::channel(4096);
-        let wal_frames = Arc::new(AtomicU64::new(0));
-        let writer = writer::Handle::start(conn, events.clone(), wal_frames.clone());
-        let checkpointer =
-            checkpoint::Checkpointer::start(&path, durable, writer.commit_counter(), wal_frames)?;
         Ok(Store {
-            writer,
-            checkpointer,
+            writer: writer::Handle::start(conn, events.clone()),
             path,
             readers: Mutex::new(Vec::new()),
             events,
@@ -369,7 +358,6 @@ impl Drop for Store {
     fn drop(&mut self) {
         // Let the writer finish what was queued, then close the readers.
         self.writer.stop();
-        self.checkpointer.stop();
         self.readers
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())

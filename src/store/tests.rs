@@ -409,45 +409,6 @@ fn pruning_keeps_the_newest_actions_and_every_unfinished_one() {
     assert_eq!(store.list_actions("s1", None, 1000).unwrap().0.len(), 101);
 }
 
-/// Commits never checkpoint (that would hold every action group-committed
-/// with them); the checkpoint thread copies the WAL into the database file
-/// shortly after, so the WAL a crash leaves behind stays short. Observed from
-/// outside: a copy of the database file alone, without its WAL, holds every
-/// committed row. (SQLite's own automatic checkpoint would leave the last
-/// partial thousand pages in the WAL.)
-#[test]
-fn the_wal_is_checkpointed_off_the_commit_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.put_server(&server("s1")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let tickets: Vec<Ticket> = (0..3000)
-            .map(|i| store.write(vec![Write::InsertAction(action(&format!("a{i}"), "s1"))]))
-            .collect();
-        for t in tickets {
-            t.durable().await.unwrap();
-        }
-    });
-    let copy = tempfile::tempdir().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let in_file = loop {
-        let db = copy.path().join("copy.db");
-        std::fs::copy(dir.path().join("rack-agent.db"), &db).unwrap();
-        let n: i64 = Connection::open(&db)
-            .and_then(|c| c.query_row("SELECT count(*) FROM actions", [], |r| r.get(0)))
-            .unwrap_or(-1);
-        if n == 3000 || std::time::Instant::now() > deadline {
-            break n;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert_eq!(in_file, 3000, "rows in the database file itself, WAL aside");
-}
-
 #[test]
 fn pruning_keeps_an_action_that_ended_last_however_old() {
     let store = Store::open_in_memory().unwrap();

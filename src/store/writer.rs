@@ -7,15 +7,13 @@
 //! for all of them; then every job is answered, and the events they appended
 //! are sent to subscribers, numbered, in order.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 use tokio::sync::broadcast;
 use tracing::{error, warn};
 
-use super::checkpoint;
 use super::writes::{apply, Write};
 use super::{Result, StoreError};
 use crate::model::ServerEvent;
@@ -59,22 +57,17 @@ pub(super) struct Handle {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     /// Transactions committed so far.
-    commits: Arc<AtomicU64>,
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Handle {
-    /// `wal_frames`: the WAL's size as the checkpoint thread last saw it.
-    pub fn start(
-        conn: Connection,
-        events: broadcast::Sender<ServerEvent>,
-        wal_frames: Arc<AtomicU64>,
-    ) -> Handle {
+    pub fn start(conn: Connection, events: broadcast::Sender<ServerEvent>) -> Handle {
         let (tx, rx) = mpsc::channel::<Job>();
-        let commits = Arc::new(AtomicU64::new(0));
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = commits.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(conn, rx, events, &counter, &wal_frames))
+            .spawn(move || run(conn, rx, events, &counter))
             .expect("cannot start the store writer thread");
         Handle {
             tx: Some(tx),
@@ -96,12 +89,7 @@ impl Handle {
     }
 
     pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
-    }
-
-    /// The commit counter, for the checkpoint thread.
-    pub fn commit_counter(&self) -> Arc<AtomicU64> {
-        self.commits.clone()
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes the queue and waits until everything queued is written.
@@ -117,8 +105,7 @@ fn run(
     conn: Connection,
     rx: mpsc::Receiver<Job>,
     events: broadcast::Sender<ServerEvent>,
-    commits: &AtomicU64,
-    wal_frames: &AtomicU64,
+    commits: &std::sync::atomic::AtomicU64,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -129,15 +116,7 @@ fn run(
             }
         }
         commit(&conn, batch, &events);
-        commits.fetch_add(1, Ordering::Relaxed);
-        if wal_frames.load(Ordering::Relaxed) > checkpoint::WAL_LIMIT_FRAMES {
-            // The checkpoint thread cannot catch up: copy the WAL back here,
-            // holding the next commit, so that it cannot grow without bound.
-            match checkpoint::checkpoint(&conn, "RESTART") {
-                Ok(frames) => wal_frames.store(frames, Ordering::Relaxed),
-                Err(e) => warn!(error = %e, "state database checkpoint failed"),
-            }
-        }
+        commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
