@@ -376,9 +376,11 @@ fn pruning_keeps_the_newest_actions_and_every_unfinished_one() {
     for i in 0..300 {
         let mut a = action(&format!("a{i:03}"), "s1");
         a.request_id = None;
-        // The tenth is still running: it must survive any pruning.
+        // The tenth is still running: it must survive any pruning. The
+        // others ended in the order they were accepted.
         if i != 10 {
             a.state = ActionState::Succeeded;
+            a.finished_at = Some(1000 + i);
         }
         a.events = vec![StepEvent {
             at: i,

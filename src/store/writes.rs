@@ -1,7 +1,7 @@
 //! What can be written, and the SQL for it. Writes are applied only by the
 //! writer thread (`writer`), in the order they were queued.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Result, StoreError};
 use crate::model::*;
@@ -112,15 +112,42 @@ pub(super) fn apply(conn: &Connection, w: &Write) -> Result<Option<ServerEvent>>
             // accepted: an action that ran long (a slow BMC) while many newer
             // ones came and went must not be deleted the moment it ends,
             // before anyone could read its outcome.
+            //
+            // Runs in the writer, between commits: it must stay cheap. No
+            // more than `keep` actions can exist while their seqs span no
+            // more than `keep` (two lookups in the primary key); otherwise
+            // the cut is the `keep + 1`-th newest end, found by walking the
+            // `actions_by_end` index (whose entries carry seq), not by
+            // sorting the table.
+            let (lo, hi): (Option<i64>, Option<i64>) = conn
+                .prepare_cached("SELECT MIN(seq), MAX(seq) FROM actions")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let span = match (lo, hi) {
+                (Some(lo), Some(hi)) => hi - lo + 1,
+                _ => 0,
+            };
+            if span <= *keep as i64 {
+                return Ok(None);
+            }
+            let cut: Option<(i64, i64)> = conn
+                .prepare_cached(
+                    "SELECT finished_at, seq FROM actions WHERE finished_at IS NOT NULL
+                     ORDER BY finished_at DESC, seq DESC LIMIT 1 OFFSET ?1",
+                )?
+                .query_row([*keep as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((at, seq)) = cut else {
+                return Ok(None);
+            };
             const OLDER_ENDED: &str = "SELECT id FROM actions
-                 WHERE state IN ('succeeded', 'failed', 'superseded')
-                 ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?1";
+                 WHERE finished_at <= ?1 AND (finished_at < ?1 OR seq <= ?2)
+                   AND state IN ('succeeded', 'failed', 'superseded')";
             conn.prepare_cached(&format!(
                 "DELETE FROM steps WHERE action_id IN ({OLDER_ENDED})"
             ))?
-            .execute([*keep as i64])?;
+            .execute([at, seq])?;
             conn.prepare_cached(&format!("DELETE FROM actions WHERE id IN ({OLDER_ENDED})"))?
-                .execute([*keep as i64])?;
+                .execute([at, seq])?;
         }
     }
     Ok(None)
