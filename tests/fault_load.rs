@@ -616,8 +616,13 @@ async fn crash_under_load_on_bench_bmcs() {
                 .unwrap()
                 .into_inner();
             assert!(s.task.is_empty(), "{ctx}: {n} still busy: {s:?}");
+            // A server whose action a kill left in doubt is in ERROR: from
+            // there the API allows what a control plane recovers with (HARD
+            // reboot, stop, reinstall), not SOFT reboot or start.
             let choices: &[Act] = if s.vm_state == pb::VmState::Shutoff as i32 {
                 &[Act::Hard, Act::Start, Act::Pxe]
+            } else if s.vm_state == pb::VmState::Error as i32 {
+                &[Act::Hard, Act::Stop, Act::ForceStop, Act::Pxe]
             } else {
                 &[Act::Hard, Act::Soft, Act::Stop, Act::ForceStop, Act::Pxe]
             };
