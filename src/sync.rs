@@ -77,14 +77,13 @@ mod tests {
     use crate::policy::Policy;
     use crate::store::Store;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_power_button_press_reaches_watchers_within_two_intervals() {
-        let fakes = Arc::new(FakeBmcFactory::new(FakeSettings::default()).unwrap());
-        let sync = SyncSettings {
-            interval: Duration::from_secs(10),
-            jitter: Duration::from_secs(1),
-            ..SyncSettings::default()
-        };
+    /// An engine on fake BMCs with one enrolled server, `s1`; `verify`: the
+    /// enrolment reads the server's power first.
+    async fn engine_with_s1(
+        fakes: &Arc<FakeBmcFactory>,
+        sync: &SyncSettings,
+        verify: bool,
+    ) -> Arc<Engine> {
         let engine = Engine::start(
             Store::open_in_memory().unwrap(),
             fakes.clone(),
@@ -117,11 +116,23 @@ mod tests {
                         credential: Credential::Inline(Secret::new("p")),
                         options: Default::default(),
                     },
-                    skip_verify: false,
+                    skip_verify: !verify,
                 },
             )
             .await
             .unwrap();
+        engine
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_power_button_press_reaches_watchers_within_two_intervals() {
+        let fakes = Arc::new(FakeBmcFactory::new(FakeSettings::default()).unwrap());
+        let sync = SyncSettings {
+            interval: Duration::from_secs(10),
+            jitter: Duration::from_secs(1),
+            ..SyncSettings::default()
+        };
+        let engine = engine_with_s1(&fakes, &sync, true).await;
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(run(engine.clone(), sync.clone(), stop_rx));
         let mut events = engine.subscribe_events();
@@ -147,43 +158,8 @@ mod tests {
             jitter: Duration::ZERO,
             ..SyncSettings::default()
         };
-        let engine = Engine::start(
-            Store::open_in_memory().unwrap(),
-            fakes.clone(),
-            EngineSettings {
-                timeouts: Timeouts::default(),
-                sync: sync.clone(),
-                event_retain: 100,
-                actions: Default::default(),
-                credentials_dir: "/nonexistent".into(),
-                secrets_dir: std::env::temp_dir()
-                    .join(format!("rack-agent-test-{}", uuid::Uuid::new_v4())),
-                policy: Policy::default(),
-                metrics: crate::metrics::Metrics::new(),
-            },
-            &[],
-        )
-        .unwrap();
         let fake = fakes.fake_for("s1");
-        engine
-            .enroll(
-                &Caller::agent(),
-                EnrollRequest {
-                    id: "s1".into(),
-                    project_id: "p".into(),
-                    bmc: BmcRecord {
-                        protocol: Protocol::Ipmi,
-                        address: "192.0.2.9".into(),
-                        port: 623,
-                        username: "u".into(),
-                        credential: Credential::Inline(Secret::new("p")),
-                        options: Default::default(),
-                    },
-                    skip_verify: true,
-                },
-            )
-            .await
-            .unwrap();
+        let engine = engine_with_s1(&fakes, &sync, false).await;
         // A slow BMC: every read takes 4 s.
         fake.set_latency(Duration::from_secs(4));
         let (stop_tx, stop_rx) = watch::channel(false);
