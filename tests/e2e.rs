@@ -339,7 +339,10 @@ async fn tonic_client_gets_exact_answers() {
         .into_inner();
     assert_eq!(r.state, pb::ActionState::Succeeded as i32);
     let s = c
-        .get_server(admin(pb::GetServerRequest { id: "a2".into() }))
+        .get_server(admin(pb::GetServerRequest {
+            id: "a2".into(),
+            refresh_identity: false,
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -376,7 +379,10 @@ async fn tonic_client_gets_exact_answers() {
         .await
         .unwrap();
     let err = c
-        .get_server(admin(pb::GetServerRequest { id: "a2".into() }))
+        .get_server(admin(pb::GetServerRequest {
+            id: "a2".into(),
+            refresh_identity: false,
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -416,6 +422,7 @@ async fn only_an_admin_changes_an_admins_lock() {
     async fn server(c: &mut Client) -> pb::Server {
         c.get_server(admin(pb::GetServerRequest {
             id: "node-01".into(),
+            refresh_identity: false,
         }))
         .await
         .unwrap()
@@ -921,8 +928,11 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
     // Empty ids.
     t.row(
         "GetServer id \"\"",
-        c.get_server(admin(pb::GetServerRequest { id: String::new() }))
-            .await,
+        c.get_server(admin(pb::GetServerRequest {
+            id: String::new(),
+            refresh_identity: false,
+        }))
+        .await,
         Code::InvalidArgument,
         "id is required",
     );
@@ -980,8 +990,11 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
     .never(&big[..65]);
     t.row(
         "GetServer 64 KiB id",
-        c.get_server(admin(pb::GetServerRequest { id: big.clone() }))
-            .await,
+        c.get_server(admin(pb::GetServerRequest {
+            id: big.clone(),
+            refresh_identity: false,
+        }))
+        .await,
         Code::InvalidArgument,
         "id",
     )
@@ -1137,6 +1150,7 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
     let long = "u".repeat(4000);
     let get01 = || pb::GetServerRequest {
         id: "node-01".into(),
+        refresh_identity: false,
     };
     t.row(
         "4000-byte x-rackagent-caller",
@@ -1262,8 +1276,11 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
     // Unknown servers and actions: NOT_FOUND naming the id.
     t.row(
         "GetServer unknown",
-        c.get_server(admin(pb::GetServerRequest { id: "nope".into() }))
-            .await,
+        c.get_server(admin(pb::GetServerRequest {
+            id: "nope".into(),
+            refresh_identity: false,
+        }))
+        .await,
         Code::NotFound,
         "\"nope\"",
     );
@@ -1348,6 +1365,7 @@ async fn bad_and_oversize_input_is_refused_briefly_naming_the_field() {
         "GetServer removed",
         c.get_server(admin(pb::GetServerRequest {
             id: "gone-1".into(),
+            refresh_identity: false,
         }))
         .await,
         Code::NotFound,
@@ -1613,7 +1631,10 @@ async fn identity_metadata_is_refused_from_a_certificate_that_may_not_assert_it(
     );
     let ca = pki.ca_pem();
     let get = |md: &[(&'static str, &str)]| {
-        let mut r = tonic::Request::new(pb::GetServerRequest { id: "n-01".into() });
+        let mut r = tonic::Request::new(pb::GetServerRequest {
+            id: "n-01".into(),
+            refresh_identity: false,
+        });
         for (k, v) in md {
             r.metadata_mut().insert(*k, v.parse().unwrap());
         }

@@ -611,7 +611,10 @@ async fn crash_under_load_on_bench_bmcs() {
         let mut asked = Vec::new();
         for (i, n) in names.iter().enumerate() {
             let s = c
-                .get_server(admin(pb::GetServerRequest { id: n.clone() }))
+                .get_server(admin(pb::GetServerRequest {
+                    id: n.clone(),
+                    refresh_identity: false,
+                }))
                 .await
                 .unwrap()
                 .into_inner();

@@ -13,7 +13,10 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 fn get(id: &str) -> Request<pb::GetServerRequest> {
-    Request::new(pb::GetServerRequest { id: id.into() })
+    Request::new(pb::GetServerRequest {
+        id: id.into(),
+        refresh_identity: false,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

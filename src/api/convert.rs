@@ -116,6 +116,7 @@ pub fn server(r: &ServerRecord) -> pb::Server {
         bmc_error: r.bmc_error.clone().unwrap_or_default(),
         source: r.source.as_str().to_string(),
         created_at: Some(ts(r.created_at)),
+        identity: None,
     }
 }
 
@@ -161,6 +162,7 @@ pub fn event(e: &ServerEvent) -> pb::ServerEvent {
         task: e.task.map(|t| t.as_str().to_string()).unwrap_or_default(),
         action_id: e.action_id.clone().unwrap_or_default(),
         cause: e.cause.clone(),
+        bmc_events: vec![],
     }
 }
 

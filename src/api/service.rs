@@ -327,6 +327,24 @@ impl RackAgent for Service {
         Ok(Response::new(convert::power_status(&reading)))
     }
 
+    async fn get_server_health(
+        &self,
+        _req: Request<pb::GetServerHealthRequest>,
+    ) -> Result<Response<pb::ServerHealth>, Status> {
+        Err(Status::unimplemented(
+            "GetServerHealth is being built (issue 10)",
+        ))
+    }
+
+    async fn list_bmc_events(
+        &self,
+        _req: Request<pb::ListBmcEventsRequest>,
+    ) -> Result<Response<pb::ListBmcEventsResponse>, Status> {
+        Err(Status::unimplemented(
+            "ListBmcEvents is being built (issue 10)",
+        ))
+    }
+
     async fn get_power_states(
         &self,
         req: Request<pb::GetPowerStatesRequest>,

@@ -384,7 +384,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Show { server } => {
             let s = ctl
                 .client
-                .get_server(ctl.req(pb::GetServerRequest { id: server }))
+                .get_server(ctl.req(pb::GetServerRequest {
+                    id: server,
+                    refresh_identity: false,
+                }))
                 .await?
                 .into_inner();
             if ctl.json {

@@ -7,6 +7,7 @@
 //! words an operator understands, what went wrong.
 
 pub mod fake;
+pub mod inventory;
 pub mod ipmi;
 pub mod redfish;
 
@@ -17,6 +18,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+pub use inventory::{
+    BmcEvent, BmcIdentity, Health, SensorKind, SensorReading, SensorStatus, Thresholds,
+};
 
 /// Power as the BMC reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -367,6 +372,26 @@ pub trait Bmc: Send + Sync + fmt::Debug {
     /// Eject whatever virtual media is inserted.
     async fn eject_media(&self) -> Result<(), BmcError> {
         Err(BmcError::Unsupported("virtual media".into()))
+    }
+
+    /// Who the BMC and its system are (IPMI Get Device ID; Redfish Manager
+    /// and System). Read at enrolment and on request.
+    async fn identity(&self) -> Result<BmcIdentity, BmcError> {
+        Err(BmcError::Unsupported("identity".into()))
+    }
+
+    /// Every sensor now (IPMI SDR repository + Get Sensor Reading; Redfish
+    /// Chassis Sensors, or Thermal/Power). A record that cannot be read is a
+    /// line in `Health::problems`, not an error for the whole call.
+    async fn health(&self) -> Result<Health, BmcError> {
+        Err(BmcError::Unsupported("sensors".into()))
+    }
+
+    /// The BMC's event log entries logged at or after `since` (Unix
+    /// seconds; `None` = all), oldest first, entries without a valid time
+    /// included; at most `limit` of the newest. IPMI SEL; Redfish LogServices.
+    async fn events(&self, _since: Option<i64>, _limit: usize) -> Result<Vec<BmcEvent>, BmcError> {
+        Err(BmcError::Unsupported("the event log".into()))
     }
 
     /// Release BMC-side resources (sessions). Called once on shutdown or removal.

@@ -291,7 +291,10 @@ pub async fn wait_server(
     let deadline = Instant::now() + limit;
     loop {
         let s = client
-            .get_server(admin(pb::GetServerRequest { id: id.into() }))
+            .get_server(admin(pb::GetServerRequest {
+                id: id.into(),
+                refresh_identity: false,
+            }))
             .await
             .unwrap()
             .into_inner();

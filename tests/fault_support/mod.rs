@@ -105,10 +105,13 @@ pub fn sent(a: &pb::Action, step: &str) -> bool {
 }
 
 pub async fn get_server(c: &mut Client, id: &str) -> pb::Server {
-    c.get_server(admin(pb::GetServerRequest { id: id.into() }))
-        .await
-        .unwrap()
-        .into_inner()
+    c.get_server(admin(pb::GetServerRequest {
+        id: id.into(),
+        refresh_identity: false,
+    }))
+    .await
+    .unwrap()
+    .into_inner()
 }
 
 /// Waits until the daemon has read the server's power (actions are refused
