@@ -27,6 +27,13 @@ pub struct Discovered {
     pub virtual_media: Option<MediaInfo>,
     /// The system shows `LastResetTime` or `BootProgress`.
     pub restart_evidence: bool,
+    /// The service root's Managers and Chassis collections, where the
+    /// system's own links do not name its manager or chassis.
+    pub managers: Option<String>,
+    pub chassis: Option<String>,
+    /// The `$expand` query that inlines a collection's members, when the
+    /// service root advertises one (`ProtocolFeaturesSupported`).
+    pub expand: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +112,9 @@ pub async fn discover(client: &Client, opts: &RedfishOptions) -> Result<Discover
         boot_allowed,
         virtual_media,
         restart_evidence,
+        managers: root.managers.as_ref().map(|l| l.odata_id.clone()),
+        chassis: root.chassis.as_ref().map(|l| l.odata_id.clone()),
+        expand: root.expand_members_query().map(str::to_string),
     })
 }
 

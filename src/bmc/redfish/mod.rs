@@ -6,10 +6,12 @@
 //! the only one with a Reset action) and caches its Reset target, allowable
 //! values, virtual media and whether it shows restart evidence
 //! (`LastResetTime`, `BootProgress`), which [`Bmc::observe`] reads. Options are in
-//! [`options`]; the HTTP side (auth, retries, timeouts) is in [`client`].
+//! [`options`]; the HTTP side (auth, retries, timeouts) is in [`client`];
+//! identity, sensors and the event log are read in [`inventory`].
 
 pub mod client;
 pub mod discovery;
+pub mod inventory;
 pub mod mapping;
 pub mod model;
 pub mod options;
@@ -30,7 +32,10 @@ use self::model::{
     InsertMediaRequest, ResetRequest, Task, TaskState, VirtualMedia,
 };
 use self::options::RedfishOptions;
-use super::{Bmc, BmcError, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp};
+use super::{
+    Bmc, BmcError, BmcEvent, BmcIdentity, BootDevice, Capabilities, Endpoint, Observation, Power,
+    PowerOp,
+};
 
 /// One Redfish BMC (one system on it).
 pub struct RedfishBmc {
@@ -428,6 +433,25 @@ impl Bmc for RedfishBmc {
             }
         };
         self.accept("eject media", reply).await
+    }
+
+    /// The Manager of the system (model, firmware) and the System
+    /// (manufacturer, model, serial, BIOS); see [`inventory`].
+    async fn identity(&self) -> Result<BmcIdentity, BmcError> {
+        let d = self.discovered().await?;
+        inventory::identity(&self.client, &d).await
+    }
+
+    /// The system's chassis: its `Sensors`, else `Thermal` and `Power`.
+    async fn health(&self) -> Result<super::Health, BmcError> {
+        let d = self.discovered().await?;
+        inventory::health(&self.client, &d).await
+    }
+
+    /// The SEL (else Event) log service of the system or its manager.
+    async fn events(&self, since: Option<i64>, limit: usize) -> Result<Vec<BmcEvent>, BmcError> {
+        let d = self.discovered().await?;
+        inventory::events(&self.client, &d, since, limit).await
     }
 
     async fn close(&self) {

@@ -189,8 +189,50 @@ pub struct ServiceRoot {
     pub redfish_version: Option<String>,
     pub systems: Option<Link>,
     pub managers: Option<Link>,
+    pub chassis: Option<Link>,
     pub session_service: Option<Link>,
     pub links: Option<ServiceRootLinks>,
+    /// Which query parameters the service supports (ServiceRoot v1.3+).
+    #[serde(default, deserialize_with = "lenient")]
+    pub protocol_features_supported: Option<ProtocolFeatures>,
+}
+
+/// `ServiceRoot.ProtocolFeaturesSupported`: only `$expand` matters here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProtocolFeatures {
+    #[serde(default, deserialize_with = "lenient")]
+    pub expand_query: Option<ExpandQuery>,
+}
+
+/// `ProtocolFeaturesSupported.ExpandQuery`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExpandQuery {
+    /// `$expand=*` (every hyperlink).
+    pub expand_all: Option<bool>,
+    /// `$expand=.` (hyperlinks outside `Links`, which a collection's
+    /// members are).
+    pub no_links: Option<bool>,
+}
+
+impl ServiceRoot {
+    /// The `$expand` query that inlines a collection's members, when the
+    /// service says it supports one.
+    pub fn expand_members_query(&self) -> Option<&'static str> {
+        let q = self
+            .protocol_features_supported
+            .as_ref()?
+            .expand_query
+            .as_ref()?;
+        if q.no_links == Some(true) {
+            Some("$expand=.")
+        } else if q.expand_all == Some(true) {
+            Some("$expand=*")
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
