@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 import uuid
 
 REGISTRY = "Base.1.16"
@@ -50,6 +51,35 @@ BP_OS_RUNNING = "OSRunning"
 MARK_BOOT = "rack-guest: boot"
 MARK_READY = "rack-guest: ready"
 MARK_CLEAN_OFF = "rack-guest: power button: clean shutdown"
+# The sensors of every system's chassis: (Id, Name, ReadingType, ReadingUnits,
+# PhysicalContext, reading, thresholds {LowerCritical, LowerCaution,
+# UpperCaution, UpperCritical}, the legacy array it also appears in (Thermal
+# Temperatures/Fans, Power Voltages/PowerControl) or None).
+SENSOR_DEFS = [
+    ("InletTemp", "Inlet Temp", "Temperature", "Cel", "Intake", 23.0,
+     {"LowerCritical": 3.0, "LowerCaution": 8.0, "UpperCaution": 38.0, "UpperCritical": 42.0},
+     "Temperatures"),
+    ("CPU1Temp", "CPU1 Temp", "Temperature", "Cel", "CPU", 48.0,
+     {"UpperCaution": 85.0, "UpperCritical": 95.0}, "Temperatures"),
+    ("Fan1", "Fan 1", "Rotational", "RPM", "Fan", 5400.0,
+     {"LowerCritical": 500.0, "LowerCaution": 1000.0}, "Fans"),
+    ("P12V", "12V Rail", "Voltage", "V", "VoltageRegulator", 12.06,
+     {"LowerCritical": 10.8, "LowerCaution": 11.4, "UpperCaution": 12.6, "UpperCritical": 13.2},
+     "Voltages"),
+    ("PSU1Current", "PSU1 Input Current", "Current", "A", "PowerSupply", 0.82,
+     {"UpperCaution": 8.0, "UpperCritical": 10.0}, None),
+    ("TotalPower", "Total Power", "Power", "W", "Chassis", 186.0, {}, "PowerControl"),
+]
+LEGACY_KEYS = {"Temperatures": "ReadingCelsius", "Fans": "Reading", "Voltages": "ReadingVolts",
+               "PowerControl": "PowerConsumedWatts"}
+LEGACY_THRESHOLDS = {"LowerCritical": "LowerThresholdCritical",
+                     "LowerCaution": "LowerThresholdNonCritical",
+                     "UpperCaution": "UpperThresholdNonCritical",
+                     "UpperCritical": "UpperThresholdCritical"}
+SENSOR_STATES = ["Enabled", "Absent", "Disabled", "UnavailableOffline"]
+SEL_MAX = 1000  # entries kept per system; the oldest go first
+# SEL sensor numbers (IPMI-like: the sensor an entry is about).
+SEL_POWER_UNIT, SEL_RESTART, SEL_BUTTON = 1, 2, 3
 # A guest-side RESET this soon after a reset, before the OS said anything, is
 # the firmware re-initialising (SeaBIOS resets once more after a QMP
 # system_reset), not a second restart.
@@ -141,6 +171,9 @@ BMC_KNOBS = dict(FAULT_KNOBS, **{
     "session_limit_status": (_http_status, 503),
     "session_timeout_s": (_int_min(1), 1800),
     "basic_auth": (_bool, True),
+    # ProtocolFeaturesSupported.ExpandQuery advertised and $expand=. honoured
+    # on collections of sensors.
+    "expand": (_bool, False),
 })
 SYSTEM_KNOBS = dict(FAULT_KNOBS, **{
     "graceful_restart": (_one_of("warm", "cold", "ignored"), "warm"),
@@ -160,6 +193,11 @@ SYSTEM_KNOBS = dict(FAULT_KNOBS, **{
     "power_state": (_optional(_one_of("On", "Off")), None),
     "task_stuck": (_bool, False),
     "reset_unanswered": (_bool, False),
+    # Inventory (README.md, "Sensors and the event log").
+    "sensors": (_one_of("both", "sensors", "legacy"), "both"),
+    "malformed_sensor": (_bool, False),
+    "sel_page_size": (_int_min(1), 50),
+    "malformed_log_entry": (_bool, False),
 })
 
 
@@ -420,6 +458,14 @@ class System:
         self.console_offset = 0
         self.console_partial = b""
         self.console_lock = threading.Lock()
+        # The chassis' sensors (values settable through /control) and the SEL.
+        self.sensors = {}
+        for (sid, name, rtype, units, context, reading, thresholds, legacy) in SENSOR_DEFS:
+            self.sensors[sid] = {"name": name, "type": rtype, "units": units, "context": context,
+                                 "reading": reading, "thresholds": dict(thresholds),
+                                 "legacy": legacy, "state": "Enabled"}
+        self.sel = []
+        self.sel_next = 1
         threading.Thread(target=self._worker, daemon=True, name=f"{self.id}-ops").start()
         threading.Thread(target=self._follow_console, daemon=True, name=f"{self.id}-console").start()
 
@@ -448,6 +494,12 @@ class System:
                            "cause": cause, "device": device})
         self.bmc.counters["boots"][self.id] = self.bmc.counters["boots"].get(self.id, 0) + 1
         self.note(f"boot #{len(self.boots)} ({cause}, device {device})")
+        if cause in ("power_on", "power_button", "power_cycle", "graceful_restart_cold"):
+            self.sel_add("Power Unit", SEL_POWER_UNIT, "Deassert", "OK",
+                         f"The system powered on ({cause}).", "SystemPowerOn")
+        else:
+            self.sel_add("System Boot / Restart Initiated", SEL_RESTART, "Assert", "OK",
+                         f"The system restarted ({cause}).", "SystemRestart")
         return device
 
     def next_boot_device(self):
@@ -482,6 +534,7 @@ class System:
             "Manufacturer": "rack-agent bench",
             "Model": "QEMU virtual machine",
             "SerialNumber": f"RFSIM-{self.index:04d}",
+            "BiosVersion": f"SeaBIOS rfsim-{self.index}.0",
             "UUID": self.uuid,
             # A lying BMC (knob power_state) reports the same power whatever
             # the machine does.
@@ -499,8 +552,9 @@ class System:
             "Actions": {"#ComputerSystem.Reset": reset},
             "Links": {
                 "ManagedBy": [{"@odata.id": "/redfish/v1/Managers/BMC"}],
-                "Chassis": [{"@odata.id": "/redfish/v1/Chassis/Chassis1"}],
+                "Chassis": [{"@odata.id": f"/redfish/v1/Chassis/{self.id}"}],
             },
+            "LogServices": {"@odata.id": f"{base}/LogServices"},
         }
         if "LastResetTime" in self.knobs["evidence"]:
             body["LastResetTime"] = self.last_reset_time
@@ -523,6 +577,261 @@ class System:
                 "AllowableValues": self.allowed_resets(),
             }],
         }
+
+    # -- inventory: chassis, sensors, SEL (called with the lock held) ---------------
+
+    def sel_add(self, sensor_type, number, code, severity, message, message_id):
+        entry_id = str(self.sel_next)
+        self.sel_next += 1
+        self.sel.append({
+            "@odata.id": f"/redfish/v1/Systems/{self.id}/LogServices/SEL/Entries/{entry_id}",
+            "@odata.type": "#LogEntry.v1_15_0.LogEntry",
+            "Id": entry_id,
+            "Name": f"SEL entry {entry_id}",
+            "EntryType": "SEL",
+            "Created": now_iso(),
+            "Severity": severity,
+            "Message": message,
+            "MessageId": f"RackBench.1.0.{message_id}",
+            "SensorType": sensor_type,
+            "SensorNumber": number,
+            "EntryCode": code,
+        })
+        del self.sel[:-SEL_MAX]
+        self.note(f"SEL {entry_id}: {message}")
+
+    @staticmethod
+    def sensor_health(sensor):
+        """The firmware's own judgement: the reading against the thresholds."""
+        v, t = sensor["reading"], sensor["thresholds"]
+        if sensor["state"] != "Enabled" or v is None:
+            return None
+        if v >= t.get("UpperCritical", float("inf")) or v <= t.get("LowerCritical", float("-inf")):
+            return "Critical"
+        if v >= t.get("UpperCaution", float("inf")) or v <= t.get("LowerCaution", float("-inf")):
+            return "Warning"
+        return "OK"
+
+    def chassis_resource(self):
+        base = f"/redfish/v1/Chassis/{self.id}"
+        mode = self.knobs["sensors"]
+        body = {
+            "@odata.id": base,
+            "@odata.type": "#Chassis.v1_23_0.Chassis",
+            "Id": self.id,
+            "Name": f"rfsim system {self.index} chassis",
+            "ChassisType": "RackMount",
+            "Manufacturer": "rack-agent bench",
+            "PowerState": self.power,
+            "Status": {"State": "Enabled", "Health": "OK"},
+            "Links": {
+                "ComputerSystems": [{"@odata.id": f"/redfish/v1/Systems/{self.id}"}],
+                "ManagedBy": [{"@odata.id": "/redfish/v1/Managers/BMC"}],
+                "ContainedBy": {"@odata.id": "/redfish/v1/Chassis/Chassis1"},
+            },
+        }
+        if mode in ("both", "sensors"):
+            body["Sensors"] = {"@odata.id": f"{base}/Sensors"}
+        if mode in ("both", "legacy"):
+            body["Thermal"] = {"@odata.id": f"{base}/Thermal"}
+            body["Power"] = {"@odata.id": f"{base}/Power"}
+        return body
+
+    def sensor_resource(self, sid):
+        s = self.sensors[sid]
+        uri = f"/redfish/v1/Chassis/{self.id}/Sensors/{sid}"
+        status = {"State": s["state"]}
+        health = self.sensor_health(s)
+        if health:
+            status["Health"] = health
+        return {
+            "@odata.id": uri,
+            "@odata.type": "#Sensor.v1_7_0.Sensor",
+            "Id": sid,
+            "Name": s["name"],
+            "ReadingType": s["type"],
+            "ReadingUnits": s["units"],
+            "Reading": s["reading"] if s["state"] == "Enabled" else None,
+            "PhysicalContext": s["context"],
+            "Status": status,
+            "Thresholds": {k: {"Reading": v} for k, v in s["thresholds"].items()},
+        }
+
+    def malformed_sensor(self):
+        return {
+            "@odata.id": f"/redfish/v1/Chassis/{self.id}/Sensors/Broken",
+            "@odata.type": "#Sensor.v1_7_0.Sensor",
+            "Id": "Broken",
+            "Name": "Broken Sensor",
+            "ReadingType": "Temperature",
+            "ReadingUnits": "Cel",
+            "Reading": "n/a",
+            "Status": {"State": "Enabled", "Health": "OK"},
+        }
+
+    def sensor_ids(self):
+        ids = list(self.sensors)
+        if self.knobs["malformed_sensor"]:
+            ids.insert(1, "Broken")
+        return ids
+
+    def sensors_collection(self, expand):
+        uri = f"/redfish/v1/Chassis/{self.id}/Sensors"
+        members = []
+        for sid in self.sensor_ids():
+            if expand:
+                members.append(self.malformed_sensor() if sid == "Broken"
+                               else self.sensor_resource(sid))
+            else:
+                members.append({"@odata.id": f"{uri}/{sid}"})
+        return {
+            "@odata.id": uri,
+            "@odata.type": "#SensorCollection.SensorCollection",
+            "Name": "Sensors",
+            "Members@odata.count": len(members),
+            "Members": members,
+        }
+
+    def legacy_resource(self, which):
+        """Thermal (Temperatures, Fans) or Power (Voltages, PowerControl)."""
+        uri = f"/redfish/v1/Chassis/{self.id}/{which}"
+        arrays = ["Temperatures", "Fans"] if which == "Thermal" else ["Voltages", "PowerControl"]
+        body = {"@odata.id": uri, "@odata.type": f"#{which}.v1_7_0.{which}", "Id": which,
+                "Name": which}
+        for array in arrays:
+            items = []
+            for sid, s in self.sensors.items():
+                if s["legacy"] != array:
+                    continue
+                n = len(items)
+                status = {"State": s["state"]}
+                health = self.sensor_health(s)
+                if health:
+                    status["Health"] = health
+                item = {"@odata.id": f"{uri}#/{array}/{n}", "MemberId": str(n), "Name": s["name"],
+                        "Status": status, "PhysicalContext": s["context"]}
+                item[LEGACY_KEYS[array]] = s["reading"] if s["state"] == "Enabled" else None
+                if array == "Fans":
+                    item["ReadingUnits"] = "RPM"
+                if array != "PowerControl":
+                    for k, v in s["thresholds"].items():
+                        item[LEGACY_THRESHOLDS[k]] = v
+                items.append(item)
+            if array == "Temperatures" and self.knobs["malformed_sensor"]:
+                items.insert(1, {"Name": "Broken Sensor", "ReadingCelsius": "n/a",
+                                 "Status": {"State": "Enabled", "Health": "OK"}})
+            for n, item in enumerate(items):
+                item["@odata.id"] = f"{uri}#/{array}/{n}"
+                item["MemberId"] = str(n)
+            body[array] = items
+            body[f"{array}@odata.count"] = len(items)
+        return body
+
+    def log_services(self):
+        uri = f"/redfish/v1/Systems/{self.id}/LogServices"
+        return Bmc.collection(uri, "LogServiceCollection", "Log Services", [f"{uri}/SEL"])
+
+    def sel_service(self):
+        uri = f"/redfish/v1/Systems/{self.id}/LogServices/SEL"
+        return {
+            "@odata.id": uri,
+            "@odata.type": "#LogService.v1_5_0.LogService",
+            "Id": "SEL",
+            "Name": "System Event Log",
+            "LogEntryType": "SEL",
+            "OverWritePolicy": "WrapsWhenFull",
+            "MaxNumberOfRecords": SEL_MAX,
+            "ServiceEnabled": True,
+            "DateTime": now_iso(),
+            "Entries": {"@odata.id": f"{uri}/Entries"},
+            "Actions": {"#LogService.ClearLog": {"target": f"{uri}/Actions/LogService.ClearLog"}},
+        }
+
+    def sel_entries(self):
+        """What the Entries collection lists: the SEL, plus a malformed entry
+        after the first one with knob malformed_log_entry."""
+        entries = list(self.sel)
+        if self.knobs["malformed_log_entry"]:
+            entries.insert(min(1, len(entries)), {
+                "@odata.id": f"/redfish/v1/Systems/{self.id}/LogServices/SEL/Entries/broken",
+                "Name": "SEL entry without an Id",
+                "Created": "yesterday",
+                "Message": 42,
+            })
+        return entries
+
+    def sel_page(self, skip):
+        uri = f"/redfish/v1/Systems/{self.id}/LogServices/SEL/Entries"
+        entries = self.sel_entries()
+        size = self.knobs["sel_page_size"]
+        body = {
+            "@odata.id": uri,
+            "@odata.type": "#LogEntryCollection.LogEntryCollection",
+            "Name": "System Event Log Entries",
+            "Members@odata.count": len(entries),
+            "Members": entries[skip:skip + size],
+        }
+        if skip + size < len(entries):
+            body["Members@odata.nextLink"] = f"{uri}?$skip={skip + size}"
+        return body
+
+    def set_sensors(self, changes):
+        """/control: {"InletTemp": 45.0} or {"InletTemp": {"reading": 45.0,
+        "state": "Absent"}}; all or nothing. A crossing of a threshold is
+        logged in the SEL, as firmware does."""
+        if not isinstance(changes, dict):
+            raise ValueError("sensors: a JSON object of sensor id -> reading or {reading, state}")
+        checked = {}
+        for sid, v in changes.items():
+            if sid not in self.sensors:
+                raise ValueError(f"unknown sensor {sid!r} (known: {list(self.sensors)})")
+            if not isinstance(v, dict):
+                v = {"reading": v}
+            for k in v:
+                if k not in ("reading", "state"):
+                    raise ValueError(f"sensor {sid}: unknown field {k!r} (reading, state)")
+            if "reading" in v and (isinstance(v["reading"], bool)
+                                   or not isinstance(v["reading"], (int, float))):
+                raise ValueError(f"sensor {sid}: reading must be a number")
+            if "state" in v and v["state"] not in SENSOR_STATES:
+                raise ValueError(f"sensor {sid}: state must be one of {SENSOR_STATES}")
+            checked[sid] = v
+        for sid, v in checked.items():
+            s = self.sensors[sid]
+            before = self.sensor_health(s)
+            if "reading" in v:
+                s["reading"] = float(v["reading"])
+            if "state" in v:
+                s["state"] = v["state"]
+            after = self.sensor_health(s)
+            self.note(f"sensor {sid}: reading {s['reading']}, state {s['state']}, health {after}")
+            if after != before and (after in ("Warning", "Critical")
+                                    or before in ("Warning", "Critical")):
+                going = after if after in ("Warning", "Critical") else before
+                code = "Assert" if after in ("Warning", "Critical") else "Deassert"
+                what = "critical" if going == "Critical" else "caution"
+                sev = after if after in ("Warning", "Critical") else "OK"
+                self.sel_add(s["type"] if s["type"] != "Rotational" else "Fan",
+                             10 + list(self.sensors).index(sid), code, sev,
+                             f"{s['name']} {'crossed' if code == 'Assert' else 'is back within'} "
+                             f"its {what} threshold (reading {s['reading']:g}).",
+                             "SensorThresholdCrossed" if code == "Assert" else "SensorNormal")
+
+    def press_power_button(self, hold):
+        """/control: the front-panel button. Pressed with the system On, the
+        ACPI power button (the OS decides; an OS-less VM ignores it); held,
+        the power goes off at once; pressed with it Off, it powers on."""
+        self.sel_add("Button/Switch", SEL_BUTTON, "Assert", "OK", "Power Button pressed",
+                     "PowerButtonPressed")
+        if self.power == "On" and hold:
+            self.note("power button held: forced off")
+            self.ops.put(("power_off", None, None))
+        elif self.power == "On":
+            self.note("power button pressed: ACPI power button")
+            self.ops.put(("powerdown", None, None))
+        else:
+            self.note("power button pressed: power on")
+            self.ops.put(("power_on", "power_button", None))
 
     def control_view(self):
         return {
@@ -796,6 +1105,9 @@ class System:
         with self.lock:
             if self.proc is proc:
                 self.proc, self.qmp = None, None
+            if self.power == "On":
+                self.sel_add("Power Unit", SEL_POWER_UNIT, "Assert", "OK",
+                             "The system powered off.", "SystemPowerOff")
             self.power = "Off"
             self.set_progress(BP_NONE)
             self.note(f"QEMU pid {proc.pid} stopped")
@@ -822,6 +1134,9 @@ class System:
                 return
             if self.proc is proc:
                 self.note(f"QEMU pid {proc.pid} exited on its own (status {proc.returncode})")
+                if self.power == "On":
+                    self.sel_add("Power Unit", SEL_POWER_UNIT, "Assert", "Warning",
+                                 "The system lost power.", "SystemPowerLost")
                 self.proc, self.qmp = None, None
                 self.power = "Off"
                 self.set_progress(BP_NONE)
@@ -974,6 +1289,7 @@ class Bmc:
             s = System(self, i, args)
             self.systems[s.id] = s
         self.stopping = threading.Event()
+        self.started = now_iso()
         self.silent_until = 0.0  # knob silent_ms, counted from when it is set
 
     def set_knobs(self, changes):
@@ -1044,6 +1360,11 @@ class Bmc:
             "SessionService": {"@odata.id": "/redfish/v1/SessionService"},
             "TaskService": {"@odata.id": "/redfish/v1/TaskService"},
             "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}},
+            "ProtocolFeaturesSupported": {
+                "ExpandQuery": {"ExpandAll": False, "Levels": False, "Links": False,
+                                "NoLinks": self.knobs["expand"]},
+                "FilterQuery": False, "SelectQuery": False, "OnlyMemberQuery": False,
+            },
         }
 
     @staticmethod
@@ -1063,7 +1384,10 @@ class Bmc:
             "Id": "BMC",
             "Name": "rfsim BMC",
             "ManagerType": "BMC",
+            "Manufacturer": "rack-agent bench",
+            "Model": "rfsim BMC",
             "FirmwareVersion": "rfsim-1.0",
+            "LogServices": {"@odata.id": "/redfish/v1/Managers/BMC/LogServices"},
             "UUID": self.uuid,
             "Status": {"State": "Enabled", "Health": "OK"},
             "Links": {
@@ -1085,8 +1409,32 @@ class Bmc:
             "Links": {
                 "ComputerSystems": [{"@odata.id": f"/redfish/v1/Systems/{s}"} for s in self.systems],
                 "ManagedBy": [{"@odata.id": "/redfish/v1/Managers/BMC"}],
+                "Contains": [{"@odata.id": f"/redfish/v1/Chassis/{s}"} for s in self.systems],
             },
         }
+
+    def manager_log(self):
+        """The BMC's own log (LogEntryType Event): not the SEL, which a client
+        should prefer."""
+        uri = "/redfish/v1/Managers/BMC/LogServices/Log"
+        return {
+            "@odata.id": uri,
+            "@odata.type": "#LogService.v1_5_0.LogService",
+            "Id": "Log",
+            "Name": "BMC Event Log",
+            "LogEntryType": "Event",
+            "ServiceEnabled": True,
+            "Entries": {"@odata.id": f"{uri}/Entries"},
+        }
+
+    def manager_log_entries(self):
+        uri = "/redfish/v1/Managers/BMC/LogServices/Log/Entries"
+        entry = {"@odata.id": f"{uri}/1", "@odata.type": "#LogEntry.v1_15_0.LogEntry",
+                 "Id": "1", "Name": "BMC event 1", "EntryType": "Event",
+                 "Created": self.started, "Severity": "OK",
+                 "Message": "The BMC started.", "MessageId": "RackBench.1.0.BmcStarted"}
+        return {"@odata.id": uri, "@odata.type": "#LogEntryCollection.LogEntryCollection",
+                "Name": "BMC Event Log Entries", "Members@odata.count": 1, "Members": [entry]}
 
     def session_service(self):
         return {
@@ -1111,7 +1459,7 @@ class Bmc:
 
     # -- request handling --------------------------------------------------------
 
-    def handle(self, method, path, headers, body):
+    def handle(self, method, path, headers, body, query=""):
         """Returns (status, headers, json-or-None). Fault knobs were applied."""
         path = path.rstrip("/") or "/"
         if path in ("/redfish", ):
@@ -1127,9 +1475,9 @@ class Bmc:
             return self.login(body)
         with self.lock:
             session = self.authenticate(headers)
-            return self.route(method, path, headers, body, session)
+            return self.route(method, path, headers, body, session, query)
 
-    def route(self, method, path, headers, body, session):
+    def route(self, method, path, headers, body, session, query=""):
         def get_only(resource):
             if method != "GET":
                 raise method_not_allowed(path, ["GET"])
@@ -1159,17 +1507,62 @@ class Bmc:
                 if method != "POST":
                     raise method_not_allowed(path, ["POST"])
                 return self.reset(system, body)
+            if rest == "/LogServices":
+                return get_only(system.log_services())
+            if rest == "/LogServices/SEL":
+                return get_only(system.sel_service())
+            if rest == "/LogServices/SEL/Entries":
+                return get_only(system.sel_page(query_skip(query)))
+            if rest == "/LogServices/SEL/Actions/LogService.ClearLog":
+                if method != "POST":
+                    raise method_not_allowed(path, ["POST"])
+                system.sel.clear()
+                system.note("SEL cleared (ClearLog)")
+                return 204, {}, None
+            m = re.fullmatch(r"/LogServices/SEL/Entries/([^/]+)", rest)
+            if m:
+                entry = next((e for e in system.sel if e["Id"] == m.group(1)), None)
+                if entry is None:
+                    raise not_found(path)
+                return get_only(entry)
             raise not_found(path)
         if path == "/redfish/v1/Managers":
             return get_only(self.collection(path, "ManagerCollection", "Manager Collection",
                                             ["/redfish/v1/Managers/BMC"]))
         if path == "/redfish/v1/Managers/BMC":
             return get_only(self.manager())
+        if path == "/redfish/v1/Managers/BMC/LogServices":
+            return get_only(self.collection(path, "LogServiceCollection", "Log Services",
+                                            [f"{path}/Log"]))
+        if path == "/redfish/v1/Managers/BMC/LogServices/Log":
+            return get_only(self.manager_log())
+        if path == "/redfish/v1/Managers/BMC/LogServices/Log/Entries":
+            return get_only(self.manager_log_entries())
         if path == "/redfish/v1/Chassis":
             return get_only(self.collection(path, "ChassisCollection", "Chassis Collection",
-                                            ["/redfish/v1/Chassis/Chassis1"]))
+                                            ["/redfish/v1/Chassis/Chassis1"]
+                                            + [f"/redfish/v1/Chassis/{s}" for s in self.systems]))
         if path == "/redfish/v1/Chassis/Chassis1":
             return get_only(self.chassis())
+        m = re.fullmatch(r"/redfish/v1/Chassis/([^/]+)(/.*)?", path)
+        if m and m.group(1) in self.systems:
+            system = self.systems[m.group(1)]
+            rest = m.group(2) or ""
+            mode = system.knobs["sensors"]
+            if rest == "":
+                return get_only(system.chassis_resource())
+            if rest == "/Sensors" and mode in ("both", "sensors"):
+                expand = self.knobs["expand"] and query_expand(query)
+                return get_only(system.sensors_collection(expand))
+            sm = re.fullmatch(r"/Sensors/([^/]+)", rest)
+            if sm and mode in ("both", "sensors"):
+                if sm.group(1) == "Broken" and system.knobs["malformed_sensor"]:
+                    return get_only(system.malformed_sensor())
+                if sm.group(1) in system.sensors:
+                    return get_only(system.sensor_resource(sm.group(1)))
+            if rest in ("/Thermal", "/Power") and mode in ("both", "legacy"):
+                return get_only(system.legacy_resource(rest[1:]))
+            raise not_found(path)
         if path == "/redfish/v1/SessionService":
             return get_only(self.session_service())
         if path == "/redfish/v1/SessionService/Sessions":
@@ -1427,9 +1820,30 @@ class Bmc:
                 return 200, self.counters_view()
             if path == "/control/systems" and method == "GET":
                 return 200, sorted(self.systems)
-            m = re.fullmatch(r"/control/systems/([^/]+)(/knobs|/console)?", path)
+            m = re.fullmatch(r"/control/systems/([^/]+)(/knobs|/console|/sensors|/sel|/power_button)?",
+                             path)
             if m and m.group(1) in self.systems:
                 system = self.systems[m.group(1)]
+                if m.group(2) == "/sensors":
+                    if method == "POST":
+                        try:
+                            system.set_sensors(req)
+                        except ValueError as e:
+                            return 400, {"error": str(e)}
+                    return 200, {sid: dict(s, health=system.sensor_health(s))
+                                 for sid, s in system.sensors.items()}
+                if m.group(2) == "/sel":
+                    if method == "DELETE":
+                        system.sel.clear()
+                        system.note("SEL cleared (control)")
+                    return 200, list(system.sel)
+                if m.group(2) == "/power_button":
+                    if method != "POST":
+                        return 405, {"error": "POST /control/systems/<id>/power_button"}
+                    if not isinstance(req, dict) or set(req) - {"hold"}:
+                        return 400, {"error": 'the body is {} or {"hold": true}'}
+                    system.press_power_button(bool(req.get("hold")))
+                    return 200, system.control_view()
                 if m.group(2) == "/knobs":
                     if method == "POST":
                         try:
@@ -1455,6 +1869,30 @@ class Bmc:
             t.start()
         for t in threads:
             t.join(timeout=10)
+
+
+def query_params(query):
+    out = {}
+    for part in query.split("&"):
+        if part:
+            k, _, v = part.partition("=")
+            out[urllib.parse.unquote(k)] = urllib.parse.unquote(v)
+    return out
+
+
+def query_skip(query):
+    try:
+        return max(0, int(query_params(query).get("$skip", "0")))
+    except ValueError:
+        raise RedfishError(400, "QueryParameterValueTypeError",
+                           "The value for the parameter $skip is of a different type than the "
+                           "parameter can accept.", ["$skip"]) from None
+
+
+def query_expand(query):
+    """$expand=. (with or without $levels=1): the members inline."""
+    v = query_params(query).get("$expand")
+    return v is not None and v.split("(", 1)[0] in (".", "*")
 
 
 def method_not_allowed(path, allowed):
@@ -1557,7 +1995,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         shape = self.answer_shape(bmc, path)
         try:
-            status, headers, payload = bmc.handle(method, path, self.headers, body)
+            query = self.path.split("?", 1)[1] if "?" in self.path else ""
+            status, headers, payload = bmc.handle(method, path, self.headers, body, query)
         except RedfishError as e:
             status, headers, payload = e.status, e.headers, e.body()
         except Exception as e:  # a bug: say so in the Redfish way
