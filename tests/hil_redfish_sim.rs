@@ -9,6 +9,7 @@
 
 mod redfish_sim;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rack_agent::bmc::{Bmc, BmcError, BootDevice, Power, PowerOp};
@@ -1188,5 +1189,351 @@ async fn driver_marker_shows_no_restart_while_one_boot_progresses() {
     assert!(
         !ready.shows_restart_since(&booting),
         "one boot progressing is taken for a restart: {booting} → {ready}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Inventory: identity, sensors and the SEL, the driver against curl.
+
+fn text_of(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+/// A sensor as compared: value, unit in words, status.
+type SensorView = (Option<f64>, String, String);
+
+/// The Redfish unit in the words the driver documents (the IPMI side's).
+fn unit_words(ucum: &str) -> String {
+    match ucum {
+        "Cel" => "degrees C",
+        "V" => "Volts",
+        "A" => "Amps",
+        "W" => "Watts",
+        other => other,
+    }
+    .to_string()
+}
+
+fn curl_status(member: &Value) -> String {
+    match member["Status"]["State"].as_str() {
+        Some("Enabled") | None => member["Status"]["Health"]
+            .as_str()
+            .unwrap_or("OK")
+            .to_ascii_lowercase(),
+        Some(_) => "unavailable".into(),
+    }
+}
+
+/// What curl reads of the system's sensors, by name: the chassis' `Sensors`
+/// members, or its `Thermal` and `Power` arrays. Members whose reading is
+/// not a number (or null) are left out: the driver must report those as
+/// problems.
+fn curl_sensors(s: &Sim, id: &str, mode: &str) -> BTreeMap<String, SensorView> {
+    let sys = s.curl(&s.system_path(id));
+    let chassis = s.curl(sys["Links"]["Chassis"][0]["@odata.id"].as_str().unwrap());
+    let mut out = BTreeMap::new();
+    let mut add = |m: &Value, reading: &Value, unit: String| {
+        if reading.is_number() || reading.is_null() {
+            out.insert(str_of(&m["Name"]), (reading.as_f64(), unit, curl_status(m)));
+        }
+    };
+    if mode == "sensors" {
+        let coll = chassis["Sensors"]["@odata.id"]
+            .as_str()
+            .expect("Sensors link");
+        for m in s.curl_members(coll) {
+            add(
+                &m,
+                &m["Reading"],
+                unit_words(m["ReadingUnits"].as_str().unwrap()),
+            );
+        }
+    } else {
+        assert!(chassis.get("Sensors").is_none(), "{chassis}");
+        let thermal = s.curl(chassis["Thermal"]["@odata.id"].as_str().unwrap());
+        let power = s.curl(chassis["Power"]["@odata.id"].as_str().unwrap());
+        for (res, array, key, unit) in [
+            (&thermal, "Temperatures", "ReadingCelsius", "degrees C"),
+            (&thermal, "Fans", "Reading", "RPM"),
+            (&power, "Voltages", "ReadingVolts", "Volts"),
+            (&power, "PowerControl", "PowerConsumedWatts", "Watts"),
+        ] {
+            for m in res[array].as_array().unwrap() {
+                add(m, &m[key], unit.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn driver_sensors(h: &rack_agent::bmc::Health) -> BTreeMap<String, SensorView> {
+    h.sensors
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                (s.value, s.unit.clone(), s.status.as_str().to_string()),
+            )
+        })
+        .collect()
+}
+
+async fn get_requests(s: &Sim) -> u64 {
+    s.counters().await["requests"]["GET"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_identity_equals_curl() {
+    let s = sim(2);
+    let mut serials = Vec::new();
+    for id in ["sys1", "sys2"] {
+        let got = s.driver(id, &[]).identity().await.unwrap();
+        let sys = s.curl(&s.system_path(id));
+        let mgr = s.curl(sys["Links"]["ManagedBy"][0]["@odata.id"].as_str().unwrap());
+        assert_eq!(got.bmc_manufacturer, text_of(&mgr["Manufacturer"]));
+        assert_eq!(got.bmc_model, text_of(&mgr["Model"]));
+        assert_eq!(got.firmware_version, text_of(&mgr["FirmwareVersion"]));
+        assert_eq!(got.system_manufacturer, text_of(&sys["Manufacturer"]));
+        assert_eq!(got.system_model, text_of(&sys["Model"]));
+        assert_eq!(got.serial_number, text_of(&sys["SerialNumber"]));
+        assert_eq!(got.bios_version, text_of(&sys["BiosVersion"]));
+        assert_eq!(got.ipmi_version, None);
+        // Everything there to compare: the simulator fills every field.
+        assert!(
+            got.bmc_manufacturer.is_some()
+                && got.bmc_model.is_some()
+                && got.firmware_version.is_some()
+                && got.serial_number.is_some()
+                && got.bios_version.is_some(),
+            "{got:?}"
+        );
+        serials.push(got.serial_number.clone());
+    }
+    assert_ne!(serials[0], serials[1], "each system has its own serial");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_health_equals_curl_for_sensors_and_legacy_and_sees_a_critical_inlet() {
+    let s = sim(1);
+    let id = "sys1";
+    let d = s.driver(id, &[]);
+    d.capabilities().await.unwrap(); // discovery, so that the counts below are health's own
+    for mode in ["sensors", "legacy"] {
+        s.set_knobs(id, json!({ "sensors": mode })).await;
+        let before = get_requests(&s).await;
+        let h = d.health().await.unwrap();
+        let gets = get_requests(&s).await - before; // /control is not counted
+        let want = curl_sensors(&s, id, mode);
+        assert_eq!(driver_sensors(&h), want, "{mode}");
+        assert!(h.problems.is_empty(), "{mode}: {:?}", h.problems);
+        assert_eq!(h.inlet_celsius(), Some(23.0), "{mode}");
+        assert!(h.power_watts().is_some(), "{mode}");
+        // System, chassis, then the Sensors collection and (no $expand) one
+        // GET per member, or Thermal and Power.
+        let want_gets = if mode == "sensors" {
+            3 + want.len() as u64
+        } else {
+            4
+        };
+        assert_eq!(gets, want_gets, "{mode}: GETs of one health call");
+    }
+
+    // The inlet over its critical threshold, and the CPU sensor gone.
+    s.control(
+        Method::POST,
+        &format!("/control/systems/{id}/sensors"),
+        Some(json!({"InletTemp": 45.0, "CPU1Temp": {"state": "Absent"}})),
+    )
+    .await;
+    for mode in ["sensors", "legacy"] {
+        s.set_knobs(id, json!({ "sensors": mode })).await;
+        let h = d.health().await.unwrap();
+        let want = curl_sensors(&s, id, mode);
+        assert_eq!(driver_sensors(&h), want, "{mode}");
+        assert_eq!(want["Inlet Temp"].2, "critical", "curl, {mode}");
+        assert_eq!(
+            want["CPU1 Temp"],
+            (None, "degrees C".into(), "unavailable".into())
+        );
+        assert_eq!(h.inlet_celsius(), Some(45.0));
+    }
+
+    // `both` links Sensors and the legacy pair: the driver reads Sensors.
+    s.set_knobs(id, json!({"sensors": "both", "malformed_sensor": true}))
+        .await;
+    let h = d.health().await.unwrap();
+    assert_eq!(driver_sensors(&h), curl_sensors(&s, id, "sensors"));
+    assert!(h.sensors.iter().any(|s| s.name == "PSU1 Input Current"));
+    // The malformed member is named, the others are still there.
+    assert_eq!(h.problems.len(), 1, "{:?}", h.problems);
+    assert!(
+        h.problems[0].starts_with("/redfish/v1/Chassis/sys1/Sensors/Broken: Reading is a string"),
+        "{:?}",
+        h.problems
+    );
+    s.set_knobs(id, json!({"sensors": "legacy"})).await;
+    let h = d.health().await.unwrap();
+    assert_eq!(driver_sensors(&h), curl_sensors(&s, id, "legacy"));
+    assert_eq!(
+        h.problems,
+        ["/redfish/v1/Chassis/sys1/Thermal#/Temperatures/1: ReadingCelsius is a string, not a number"]
+    );
+
+    // With $expand advertised, the members come in the collection's GET.
+    s.set_knobs(id, json!({"sensors": "sensors"})).await;
+    s.set_bmc_knobs(json!({"expand": true})).await;
+    let d2 = s.driver(id, &[]);
+    d2.capabilities().await.unwrap();
+    let before = get_requests(&s).await;
+    let h = d2.health().await.unwrap();
+    assert_eq!(
+        get_requests(&s).await - before,
+        3,
+        "system, chassis, Sensors?$expand=."
+    );
+    assert_eq!(driver_sensors(&h), curl_sensors(&s, id, "sensors"));
+    assert_eq!(h.problems.len(), 1, "{:?}", h.problems);
+}
+
+/// Unix seconds of an RFC 3339 time, as GNU date reads it.
+fn epoch(t: &str) -> i64 {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", t, "+%s"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("date cannot read {t:?}"))
+}
+
+/// The SEL's entries as curl reads them (every page), those with an Id.
+fn curl_sel(s: &Sim, id: &str) -> Vec<Value> {
+    s.curl_members(&format!("/redfish/v1/Systems/{id}/LogServices/SEL/Entries"))
+        .into_iter()
+        .filter(|e| e["Id"].is_string())
+        .collect()
+}
+
+fn assert_events_equal(got: &[rack_agent::bmc::BmcEvent], want: &[Value]) {
+    let got_ids: Vec<&str> = got.iter().map(|e| e.id.as_str()).collect();
+    let want_ids: Vec<&str> = want.iter().map(|e| e["Id"].as_str().unwrap()).collect();
+    assert_eq!(got_ids, want_ids);
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.at, Some(epoch(w["Created"].as_str().unwrap())), "{w}");
+        assert_eq!(Some(g.message.as_str()), w["Message"].as_str(), "{w}");
+        assert_eq!(Some(g.event.as_str()), w["Message"].as_str(), "{w}");
+        assert_eq!(g.sensor_type, str_of(&w["SensorType"]), "{w}");
+        assert_eq!(g.sensor, w["SensorNumber"].to_string(), "{w}");
+        assert_eq!(
+            g.severity,
+            w["Severity"].as_str().unwrap().to_ascii_lowercase()
+        );
+        let direction = match w["EntryCode"].as_str() {
+            Some("Assert") => "asserted",
+            Some("Deassert") => "deasserted",
+            _ => "",
+        };
+        assert_eq!(g.direction, direction, "{w}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_events_follow_the_sel_pages_and_equal_curl() {
+    let s = Sim::start(SimOptions {
+        system_knobs: json!({"sel_page_size": 2, "malformed_log_entry": true}),
+        ..SimOptions::default()
+    });
+    let id = "sys1";
+    power_on_bios(&s, id).await;
+    s.reset_expect(id, "ForceRestart", 204).await;
+    s.wait_boots(id, 2, LIMIT).await;
+    let sensors = format!("/control/systems/{id}/sensors");
+    s.control(Method::POST, &sensors, Some(json!({"InletTemp": 45.0})))
+        .await;
+    s.control(Method::POST, &sensors, Some(json!({"InletTemp": 23.0})))
+        .await;
+    s.reset_expect(id, "ForceOff", 204).await;
+    s.wait_power(id, "Off", LIMIT).await;
+
+    let want = curl_sel(&s, id);
+    let first = s.curl(&format!("/redfish/v1/Systems/{id}/LogServices/SEL/Entries"));
+    assert_eq!(first["Members"].as_array().unwrap().len(), 2, "{first}");
+    assert_eq!(
+        first["Members@odata.count"], 6,
+        "5 entries and a malformed one: 3 pages: {first}"
+    );
+    let messages: Vec<&str> = want
+        .iter()
+        .map(|e| e["Message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 5, "{messages:?}");
+    assert!(
+        messages[0].starts_with("The system powered on"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("The system restarted"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[2].contains("crossed its critical threshold"),
+        "{messages:?}"
+    );
+    assert_eq!(want[2]["Severity"], "Critical");
+    assert!(messages[3].contains("is back within"), "{messages:?}");
+    assert_eq!(messages[4], "The system powered off.");
+
+    // The driver: every page, the SEL (not the manager's Event log), the
+    // malformed entry left out.
+    let d = s.driver(id, &[]);
+    let got = d.events(None, 100).await.unwrap();
+    assert_events_equal(&got, &want);
+
+    // since and limit: the newest `limit` of those at or after `since`.
+    let since = got[2].at;
+    let newer: Vec<Value> = want
+        .iter()
+        .filter(|e| epoch(e["Created"].as_str().unwrap()) >= since.unwrap())
+        .cloned()
+        .collect();
+    let got = d.events(since, 2).await.unwrap();
+    assert_events_equal(&got, &newer[newer.len() - 2..]);
+    assert!(d.events(None, 0).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_button_press_turns_the_guest_off_behind_the_agents_back_and_both_see_it() {
+    let s = acpi_sim(1);
+    let id = "sys1";
+    power_on_guest(&s, id).await;
+    let d = s.driver(id, &[]);
+    assert_eq!(d.power_state().await.unwrap(), Power::On);
+    let before = d.events(None, 1000).await.unwrap();
+    assert_events_equal(&before, &curl_sel(&s, id));
+
+    s.control(
+        Method::POST,
+        &format!("/control/systems/{id}/power_button"),
+        Some(json!({})),
+    )
+    .await;
+    s.wait_power(id, "Off", LIMIT).await;
+    assert_eq!(d.power_state().await.unwrap(), Power::Off);
+    // The guest shut down by itself, on the ACPI button.
+    assert_eq!(s.state(id).await["console_marks"]["clean_shutdown"], 1);
+
+    let want = curl_sel(&s, id);
+    let after = d.events(None, 1000).await.unwrap();
+    assert_events_equal(&after, &want);
+    let new: Vec<&str> = after[before.len()..]
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(new, ["Power Button pressed", "The system powered off."]);
+    let button = &after[before.len()];
+    assert_eq!(
+        (button.sensor_type.as_str(), button.direction.as_str()),
+        ("Button/Switch", "asserted")
     );
 }

@@ -268,6 +268,58 @@ impl Sim {
         body
     }
 
+    /// GET `path` with curl, as an operator would check (basic auth, the
+    /// simulator's certificate), parsed. The credentials go to curl on its
+    /// stdin (`-K -`), so they are in no command line and no failure message.
+    pub fn curl(&self, path: &str) -> Value {
+        use std::io::Write;
+        let url = self.url(path);
+        let mut child = Command::new("curl")
+            .args(["-sS", "-g", "--fail-with-body", "-K", "-", "--cacert"])
+            .arg(self.cert())
+            .arg(&url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl");
+        child
+            .stdin
+            .take()
+            .expect("curl stdin")
+            .write_all(format!("user = \"admin:{}\"\n", self.password).as_bytes())
+            .expect("curl config");
+        let out = child.wait_with_output().expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "curl {url}: {}: {}{body}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("curl {url}: not JSON ({e}): {body}"))
+    }
+
+    /// Every member of a collection as curl reads it, following
+    /// `Members@odata.nextLink`, members given only as links fetched.
+    pub fn curl_members(&self, path: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut page = self.curl(path);
+        loop {
+            for m in page["Members"].as_array().cloned().unwrap_or_default() {
+                let only_link = m.as_object().is_some_and(|o| o.len() == 1);
+                match m["@odata.id"].as_str() {
+                    Some(p) if only_link => out.push(self.curl(p)),
+                    _ => out.push(m),
+                }
+            }
+            match page["Members@odata.nextLink"].as_str() {
+                Some(next) => page = self.curl(next),
+                None => return out,
+            }
+        }
+    }
+
     pub async fn system(&self, id: &str) -> Value {
         self.get_json(&self.system_path(id)).await
     }
