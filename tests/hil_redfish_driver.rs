@@ -244,3 +244,86 @@ async fn the_emulator_shows_no_restart_evidence_and_needs_a_system_id() {
         assert!(text.contains(id), "{id} missing from: {text}");
     }
 }
+
+/// Identity, health and events against the emulator, compared with what curl
+/// reads of the same tree. sushy-tools 2.2.0's fake driver has a Manager per
+/// system (Model, FirmwareVersion), one Chassis for every system with a
+/// legacy Thermal (no Sensors, no Power), and no LogServices at all: the
+/// driver must read what is there and say Unsupported, in words, for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inventory_of_the_emulator_as_curl_sees_it() {
+    let bench = Sushy::start();
+    let s = SYSTEMS[0];
+    let d = driver(&bench, s, &[]);
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+
+    let sys = bench.system(s);
+    let mgr = bench.curl(sys["Links"]["ManagedBy"][0]["@odata.id"].as_str().unwrap());
+    let id = timed("identity", d.identity()).await.unwrap();
+    assert_eq!(id.bmc_manufacturer, text(&mgr["Manufacturer"]));
+    assert_eq!(id.bmc_model, text(&mgr["Model"]));
+    assert_eq!(id.firmware_version, text(&mgr["FirmwareVersion"]));
+    assert_eq!(id.system_manufacturer, text(&sys["Manufacturer"]));
+    assert_eq!(id.system_model, text(&sys["Model"]));
+    assert_eq!(id.serial_number, text(&sys["SerialNumber"]));
+    assert_eq!(id.bios_version, text(&sys["BiosVersion"]));
+    assert!(id.firmware_version.is_some(), "{id:?} / {mgr}");
+
+    // Health: whatever the chassis links, as curl reads it.
+    let chassis = bench.curl(sys["Links"]["Chassis"][0]["@odata.id"].as_str().unwrap());
+    let health = timed("health", d.health()).await;
+    let legacy: Vec<&str> = ["Thermal", "Power"]
+        .into_iter()
+        .filter(|k| chassis.get(*k).is_some())
+        .collect();
+    if chassis.get("Sensors").is_none() && legacy.is_empty() {
+        let e = health.unwrap_err();
+        assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
+    } else {
+        assert!(
+            chassis.get("Sensors").is_none(),
+            "a newer emulator: test Sensors here"
+        );
+        let h = health.unwrap();
+        let mut want = Vec::new();
+        for k in &legacy {
+            let res = bench.curl(chassis[*k]["@odata.id"].as_str().unwrap());
+            for (array, key) in [
+                ("Temperatures", "ReadingCelsius"),
+                ("Fans", "Reading"),
+                ("Voltages", "ReadingVolts"),
+                ("PowerControl", "PowerConsumedWatts"),
+            ] {
+                for m in res[array].as_array().into_iter().flatten() {
+                    let status = m["Status"]["Health"].as_str().unwrap_or("OK");
+                    want.push((
+                        m["Name"].as_str().unwrap_or_default().to_string(),
+                        m[key].as_f64(),
+                        status.to_ascii_lowercase(),
+                    ));
+                }
+            }
+        }
+        let mut got: Vec<_> = h
+            .sensors
+            .iter()
+            .map(|s| (s.name.clone(), s.value, s.status.as_str().to_string()))
+            .collect();
+        want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert!(!want.is_empty());
+        assert_eq!(got, want);
+        assert!(h.problems.is_empty(), "{:?}", h.problems);
+    }
+
+    // Events: no LogServices under the system or its manager.
+    assert!(sys.get("LogServices").is_none() && mgr.get("LogServices").is_none());
+    let e = timed("events", d.events(None, 10)).await.unwrap_err();
+    assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
+    let said = e.to_string();
+    assert!(
+        said.contains("the event log") && said.contains("LogServices"),
+        "{said}"
+    );
+    assert!(!said.contains(&bench.password));
+}

@@ -156,16 +156,35 @@ impl Sushy {
         }
     }
 
+    /// curl gets the credentials on its stdin (`-K -`): they are in no
+    /// command line, and no failure message prints them.
     fn curl_with(cert: &Path, password: &str, port: u16, path: &str) -> serde_json::Value {
-        let out = run(Command::new("curl")
-            .arg("-sf")
-            .arg("--cacert")
+        use std::io::Write;
+        let mut child = Command::new("curl")
+            .args(["-sSf", "-K", "-", "--cacert"])
             .arg(cert)
-            .arg("-u")
-            .arg(format!("admin:{password}"))
-            .arg(format!("https://127.0.0.1:{port}{path}")))
-        .unwrap_or_else(|e| panic!("curl {path}: {e}"));
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("curl {path}: not JSON: {e}"))
+            .arg(format!("https://127.0.0.1:{port}{path}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("curl {path}: {e}"));
+        child
+            .stdin
+            .take()
+            .expect("curl stdin")
+            .write_all(format!("user = \"admin:{password}\"\n").as_bytes())
+            .expect("curl config");
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("curl {path}: {e}"));
+        assert!(
+            out.status.success(),
+            "curl {path}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("curl {path}: not JSON: {e}"))
     }
 }
 
