@@ -829,3 +829,156 @@ async fn several_systems_none_resettable_and_a_lone_system_without_reset() {
     );
     assert_eq!(bmc.power_state().await.unwrap(), Power::On);
 }
+
+// ---- identity, sensors and the event log -------------------------------------
+
+#[test]
+fn identity_from_recorded_systems_and_managers() {
+    use rack_agent::bmc::redfish::inventory::identity_from;
+    let v = |name: &str| -> serde_json::Value { parse(name) };
+    let dell = identity_from(&v("dell_system.json"), Some(&v("dell_manager.json")));
+    assert_eq!(dell.bmc_model.as_deref(), Some("14G Monolithic"));
+    assert_eq!(dell.firmware_version.as_deref(), Some("5.10.00.00"));
+    assert_eq!(dell.bmc_manufacturer, None);
+    assert_eq!(dell.system_manufacturer.as_deref(), Some("Dell Inc."));
+    assert_eq!(dell.system_model.as_deref(), Some("PowerEdge R650"));
+    assert_eq!(dell.bios_version.as_deref(), Some("2.10.2"));
+    // OpenBMC leaves the system's inventory strings empty: absent, not "".
+    let obmc = identity_from(&v("openbmc_system.json"), Some(&v("openbmc_manager.json")));
+    assert_eq!(obmc.bmc_model.as_deref(), Some("OpenBmc"));
+    assert_eq!(
+        obmc.firmware_version.as_deref(),
+        Some("2.15.0-dev-1011-g3a8b7c2e4")
+    );
+    assert_eq!(
+        (
+            obmc.system_manufacturer,
+            obmc.system_model,
+            obmc.serial_number
+        ),
+        (None, None, None)
+    );
+}
+
+fn openbmc_inventory_tree() -> Tree {
+    let mut t = openbmc_tree("openbmc_hypervisor.json");
+    let more = Tree::new(&[
+        ("/redfish/v1/Managers/bmc", "openbmc_manager.json"),
+        ("/redfish/v1/Chassis/chassis", "openbmc_chassis.json"),
+        // Only the $expand form is served: a GET per member would fail.
+        (
+            "/redfish/v1/Chassis/chassis/Sensors?$expand=*",
+            "openbmc_sensors_expanded.json",
+        ),
+        (
+            "/redfish/v1/Systems/system/LogServices",
+            "openbmc_system_log_services.json",
+        ),
+        (
+            "/redfish/v1/Systems/system/LogServices/EventLog",
+            "openbmc_event_log.json",
+        ),
+        (
+            "/redfish/v1/Systems/system/LogServices/Dump",
+            "openbmc_dump_log.json",
+        ),
+        (
+            "/redfish/v1/Systems/system/LogServices/EventLog/Entries",
+            "openbmc_event_entries.json",
+        ),
+        (
+            "/redfish/v1/Systems/system/LogServices/EventLog/Entries?$skip=3",
+            "openbmc_event_entries_2.json",
+        ),
+        (
+            "/redfish/v1/Managers/bmc/LogServices",
+            "openbmc_manager_log_services.json",
+        ),
+        (
+            "/redfish/v1/Managers/bmc/LogServices/Journal",
+            "openbmc_journal.json",
+        ),
+    ]);
+    t.files.extend(more.files);
+    t
+}
+
+#[tokio::test]
+async fn openbmc_tree_identity_expanded_sensors_and_a_paged_event_log() {
+    use rack_agent::bmc::{SensorKind, SensorStatus};
+    let tree = openbmc_inventory_tree();
+    let server = MockServer::start(move |r: &MockRequest| tree.get(&r.path)).await;
+    let bmc = RedfishBmc::connect("node-7", &endpoint(server.port(), &[])).unwrap();
+
+    let id = bmc.identity().await.unwrap();
+    assert_eq!(id.bmc_model.as_deref(), Some("OpenBmc"));
+    assert_eq!(id.serial_number, None);
+
+    let h = bmc.health().await.unwrap();
+    let names: Vec<&str> = h.sensors.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Ambient 0 Temp",
+            "fan0 0",
+            "total power",
+            "P12V",
+            "PSU0 Input Current"
+        ]
+    );
+    assert_eq!(h.power_watts(), Some(301.5));
+    let fan = &h.sensors[1];
+    assert_eq!(
+        (fan.kind, fan.status, fan.unit.as_str()),
+        (SensorKind::Fan, SensorStatus::Warning, "RPM")
+    );
+    assert_eq!(h.sensors[4].status, SensorStatus::Unavailable);
+    assert_eq!(
+        h.problems,
+        ["/redfish/v1/Chassis/chassis/Sensors/altitude_Altitude: no Reading"]
+    );
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        !paths.iter().any(|p| p.contains("/Sensors/")),
+        "no member GETs with $expand: {paths:?}"
+    );
+
+    // The Event log of the system (the manager's journal is Multiple: not
+    // preferred), both pages, the entry without an Id left out.
+    let ev = bmc.events(None, 10).await.unwrap();
+    let ids: Vec<&str> = ev.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["1730566512", "1730566700", "1730570000", "1730570003"]
+    );
+    assert_eq!(ev[0].at, Some(1_730_567_112));
+    assert_eq!(ev[1].severity, "warning");
+    assert_eq!(ev[2].event, "The power button was pressed");
+    assert_eq!(ev[2].direction, "");
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        !paths.iter().any(|p| p.contains("Journal/Entries")),
+        "{paths:?}"
+    );
+    // since and limit.
+    let ev = bmc.events(Some(1_730_567_300), 1).await.unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].id, "1730570003");
+}
+
+#[tokio::test]
+async fn a_tree_without_chassis_sensors_or_logs_says_unsupported() {
+    let tree = openbmc_tree("openbmc_hypervisor.json");
+    let server = MockServer::start(move |r: &MockRequest| tree.get(&r.path)).await;
+    let bmc = RedfishBmc::connect("node-7", &endpoint(server.port(), &[])).unwrap();
+    // The system links a chassis that is not there: a refusal naming it.
+    let e = bmc.health().await.unwrap_err();
+    assert!(e.to_string().contains("/redfish/v1/Chassis/chassis"), "{e}");
+    // The log services collection is missing (404) and so is the manager.
+    let e = bmc.events(None, 5).await.unwrap_err();
+    assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
+    assert!(e.to_string().contains("LogServices"), "{e}");
+    // Identity still reads the system when its manager cannot be read.
+    let id = bmc.identity().await.unwrap();
+    assert_eq!(id.bmc_model, None);
+}
