@@ -1229,8 +1229,21 @@ fn curl_status(member: &Value) -> String {
 /// not a number (or null) are left out: the driver must report those as
 /// problems.
 fn curl_sensors(s: &Sim, id: &str, mode: &str) -> BTreeMap<String, SensorView> {
+    // The first chassis the system links that has sensors (the enclosure,
+    // Chassis1, has none).
     let sys = s.curl(&s.system_path(id));
-    let chassis = s.curl(sys["Links"]["Chassis"][0]["@odata.id"].as_str().unwrap());
+    let chassis = sys["Links"]["Chassis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| s.curl(l["@odata.id"].as_str().unwrap()))
+        .find(|c| {
+            ["Sensors", "Thermal", "Power"]
+                .iter()
+                .any(|k| c.get(*k).is_some())
+        })
+        .expect("a chassis with sensors");
+    assert_eq!(chassis["Id"], id);
     let mut out = BTreeMap::new();
     let mut add = |m: &Value, reading: &Value, unit: String| {
         if reading.is_number() || reading.is_null() {
@@ -1328,12 +1341,13 @@ async fn driver_health_equals_curl_for_sensors_and_legacy_and_sees_a_critical_in
         assert!(h.problems.is_empty(), "{mode}: {:?}", h.problems);
         assert_eq!(h.inlet_celsius(), Some(23.0), "{mode}");
         assert!(h.power_watts().is_some(), "{mode}");
-        // System, chassis, then the Sensors collection and (no $expand) one
-        // GET per member, or Thermal and Power.
+        // System, the two chassis it links (the enclosure first), then the
+        // Sensors collection and (no $expand) one GET per member, or Thermal
+        // and Power.
         let want_gets = if mode == "sensors" {
-            3 + want.len() as u64
+            4 + want.len() as u64
         } else {
-            4
+            5
         };
         assert_eq!(gets, want_gets, "{mode}: GETs of one health call");
     }
@@ -1388,8 +1402,8 @@ async fn driver_health_equals_curl_for_sensors_and_legacy_and_sees_a_critical_in
     let h = d2.health().await.unwrap();
     assert_eq!(
         get_requests(&s).await - before,
-        3,
-        "system, chassis, Sensors?$expand=."
+        4,
+        "system, the enclosure, its chassis, Sensors?$expand=."
     );
     assert_eq!(driver_sensors(&h), curl_sensors(&s, id, "sensors"));
     assert_eq!(h.problems.len(), 1, "{:?}", h.problems);

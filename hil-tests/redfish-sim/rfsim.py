@@ -552,7 +552,10 @@ class System:
             "Actions": {"#ComputerSystem.Reset": reset},
             "Links": {
                 "ManagedBy": [{"@odata.id": "/redfish/v1/Managers/BMC"}],
-                "Chassis": [{"@odata.id": f"/redfish/v1/Chassis/{self.id}"}],
+                # The enclosure, then the system's own chassis (with its
+                # sensors), as a blade's system links both.
+                "Chassis": [{"@odata.id": "/redfish/v1/Chassis/Chassis1"},
+                            {"@odata.id": f"/redfish/v1/Chassis/{self.id}"}],
             },
             "LogServices": {"@odata.id": f"{base}/LogServices"},
         }

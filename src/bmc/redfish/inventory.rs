@@ -41,6 +41,8 @@ pub const MEMBER_CONCURRENCY: usize = 4;
 pub const MAX_LOG_PAGES: usize = 64;
 /// The most pages of a sensors collection followed.
 const MAX_COLLECTION_PAGES: usize = 16;
+/// The most chassis of a system looked at for its sensors.
+const MAX_CHASSIS: usize = 4;
 /// The most log services looked at under one `LogServices` collection.
 const MAX_LOG_SERVICES: usize = 16;
 /// The most log entries fetched one by one (entries listed as links only).
@@ -501,12 +503,18 @@ pub fn legacy_sensors(resource: &Value, at: &str, health: &mut Health) {
     }
 }
 
-/// The system's chassis: `Links.Chassis`, else the Chassis collection's only
-/// member.
-async fn find_chassis(client: &Client, d: &Discovered, system: &Value) -> Result<String, BmcError> {
+/// The chassis that may hold the system's sensors: those of its
+/// `Links.Chassis` (a blade's system links its own chassis and the
+/// enclosure), else the Chassis collection's only member.
+async fn chassis_candidates(
+    client: &Client,
+    d: &Discovered,
+    system: &Value,
+) -> Result<Vec<String>, BmcError> {
     let system_links = system.get("Links").cloned().unwrap_or(Value::Null);
-    if let Some(first) = links(&system_links, "Chassis").into_iter().next() {
-        return Ok(first);
+    let linked = links(&system_links, "Chassis");
+    if !linked.is_empty() {
+        return Ok(linked.into_iter().take(MAX_CHASSIS).collect());
     }
     let Some(coll) = &d.chassis else {
         return Err(BmcError::Unsupported(format!(
@@ -516,7 +524,7 @@ async fn find_chassis(client: &Client, d: &Discovered, system: &Value) -> Result
     };
     let all = links(&get(client, coll).await?, "Members");
     match all.as_slice() {
-        [only] => Ok(only.clone()),
+        [only] => Ok(vec![only.clone()]),
         [] => Err(BmcError::Unsupported(format!(
             "sensors: system {:?} links no chassis and {coll} is empty",
             d.system_id
@@ -527,6 +535,40 @@ async fn find_chassis(client: &Client, d: &Discovered, system: &Value) -> Result
             d.system_id,
             many.len(),
             many.join(", ")
+        ))),
+    }
+}
+
+/// The first candidate chassis that links `Sensors`, `Thermal` or `Power`.
+async fn find_chassis(
+    client: &Client,
+    d: &Discovered,
+    system: &Value,
+) -> Result<(String, Value), BmcError> {
+    let candidates = chassis_candidates(client, d, system).await?;
+    let mut first_error = None;
+    for path in &candidates {
+        match get(client, path).await {
+            Ok(c)
+                if ["Sensors", "Thermal", "Power"]
+                    .iter()
+                    .any(|k| link(&c, k).is_some()) =>
+            {
+                return Ok((path.clone(), c));
+            }
+            Ok(_) => {}
+            Err(e) if is_fatal(&e) => return Err(e),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if candidates.len() == 1 => Err(e),
+        _ => Err(BmcError::Unsupported(format!(
+            "sensors: no Sensors, Thermal or Power resource under the chassis of system {:?} ({})",
+            d.system_id,
+            candidates.join(", ")
         ))),
     }
 }
@@ -619,8 +661,7 @@ async fn collection_members(
 
 pub async fn health(client: &Client, d: &Discovered) -> Result<Health, BmcError> {
     let system = get(client, &d.system).await?;
-    let chassis_path = find_chassis(client, d, &system).await?;
-    let chassis = get(client, &chassis_path).await?;
+    let (chassis_path, chassis) = find_chassis(client, d, &system).await?;
     let mut health = Health::default();
     if let Some(sensors) = link(&chassis, "Sensors") {
         let (read, more) = collection_members(
@@ -654,10 +695,9 @@ pub async fn health(client: &Client, d: &Discovered) -> Result<Health, BmcError>
         .iter()
         .filter_map(|k| link(&chassis, k))
         .collect();
-    if legacy.is_empty() && link(&chassis, "Sensors").is_none() {
-        return Err(BmcError::Unsupported(format!(
-            "sensors: chassis {chassis_path} has no Sensors, Thermal or Power resource"
-        )));
+    if legacy.is_empty() {
+        debug!(server_id = client.server_id(), bmc = client.bmc(), chassis = %chassis_path,
+            "the Sensors collection is empty and there is no Thermal or Power");
     }
     for path in legacy {
         match get(client, &path).await {
