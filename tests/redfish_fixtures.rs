@@ -982,3 +982,70 @@ async fn a_tree_without_chassis_sensors_or_logs_says_unsupported() {
     let id = bmc.identity().await.unwrap();
     assert_eq!(id.bmc_model, None);
 }
+
+/// A BMC with an endless event log and 300 sensors: the driver reads at most
+/// MAX_LOG_PAGES pages and MAX_SENSOR_MEMBERS members, says so, and answers.
+#[tokio::test]
+async fn endless_logs_and_huge_sensor_collections_are_read_within_bounds() {
+    use rack_agent::bmc::redfish::inventory::{MAX_LOG_PAGES, MAX_SENSOR_MEMBERS};
+    let tree = openbmc_inventory_tree();
+    let server = MockServer::start(move |r: &MockRequest| {
+        let path = r.path.as_str();
+        let entries = "/redfish/v1/Systems/system/LogServices/EventLog/Entries";
+        if let Some(rest) = path.strip_prefix(entries) {
+            // Two entries per page, and always a next page.
+            let skip: u64 = rest
+                .strip_prefix("?$skip=")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let member = |i: u64| {
+                serde_json::json!({
+                    "@odata.id": format!("{entries}/{i}"), "Id": i.to_string(),
+                    "Created": format!("2024-11-02T17:{:02}:{:02}+00:00", (i / 60) % 60, i % 60),
+                    "Message": format!("entry {i}"), "Severity": "OK"
+                })
+            };
+            let page = serde_json::json!({
+                "Members": [member(skip), member(skip + 1)],
+                "Members@odata.nextLink": format!("{entries}?$skip={}", skip + 2)
+            });
+            return MockReply::json(200, page.to_string());
+        }
+        if path == "/redfish/v1/Chassis/chassis/Sensors?$expand=*" {
+            let members: Vec<serde_json::Value> = (0..300)
+                .map(|i| {
+                    serde_json::json!({
+                        "@odata.id": format!("/redfish/v1/Chassis/chassis/Sensors/t{i}"),
+                        "Name": format!("T{i}"), "ReadingType": "Temperature",
+                        "ReadingUnits": "Cel", "Reading": 20 + i % 10
+                    })
+                })
+                .collect();
+            return MockReply::json(200, serde_json::json!({ "Members": members }).to_string());
+        }
+        tree.get(path)
+    })
+    .await;
+    let bmc = RedfishBmc::connect("node-7", &endpoint(server.port(), &[])).unwrap();
+
+    let ev = bmc.events(None, 1000).await.unwrap();
+    assert_eq!(ev.len(), 2 * MAX_LOG_PAGES);
+    let pages = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("EventLog/Entries"))
+        .count();
+    assert_eq!(pages, MAX_LOG_PAGES);
+    assert_eq!(ev.last().unwrap().id, (2 * MAX_LOG_PAGES - 1).to_string());
+
+    let h = bmc.health().await.unwrap();
+    assert_eq!(h.sensors.len(), MAX_SENSOR_MEMBERS);
+    assert_eq!(
+        h.problems,
+        [format!(
+            "/redfish/v1/Chassis/chassis/Sensors: {} more members not read (at most {} are)",
+            300 - MAX_SENSOR_MEMBERS,
+            MAX_SENSOR_MEMBERS
+        )]
+    );
+}
