@@ -20,6 +20,7 @@ use rack_agent::bmc::ipmi::commands::{
     self, ChassisControl, CloseSession, Command, GetBootFlags, GetChassisStatus,
     GetSystemRestartCause, SetBootFlags, SetSessionPrivilege,
 };
+use rack_agent::bmc::ipmi::identity;
 use rack_agent::bmc::ipmi::lan::packet::{self, payload, HmacSha1, Security};
 use rack_agent::bmc::ipmi::lan::rakp::{self, Handshake};
 use rack_agent::bmc::ipmi::message;
@@ -144,6 +145,10 @@ pub fn ipmi_session(data: &[u8]) {
     }
     if let Ok(c) = commands::decode::<GetSystemRestartCause>(data) {
         assert!(!c.cause.describe().is_empty());
+    }
+    if let Ok(id) = commands::decode::<commands::GetDeviceId>(data) {
+        let who = identity::from_device_id(&id);
+        assert!(who.bmc_manufacturer.is_some() && who.firmware_version.is_some());
     }
 }
 

@@ -5,8 +5,8 @@
 //! Layers: [`lan`] is the session layer (our own, see its docs for why not
 //! `ipmi-rs`), [`commands`] the typed commands (implementations of
 //! `ipmi-rs-core`'s `IpmiCommand`, beside the crate's own), [`message`] the
-//! IPMI LAN message framing around the crate's `Message`, [`options`] the
-//! per-endpoint settings.
+//! IPMI LAN message framing around the crate's `Message`, [`identity`] what
+//! Get Device ID says, [`options`] the per-endpoint settings.
 //!
 //! Every command goes through `Inner::run_idempotent` (retransmitted, the
 //! session re-established once) unless it is a non-idempotent chassis control.
@@ -23,6 +23,7 @@
 //! or may not have been executed, so the engine decides, not a blind re-send.
 
 pub mod commands;
+pub mod identity;
 pub mod lan;
 pub mod message;
 pub mod options;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
+use ipmi_rs_core::app::GetDeviceId;
 use ipmi_rs_core::connection::{CompletionErrorCode, Message};
 
 use self::commands::{
@@ -44,8 +46,8 @@ use self::commands::{
 use self::lan::{LanError, Retry, Session};
 use self::options::Options;
 use super::{
-    Bmc, BmcError, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp, RestartMarker,
-    Secret,
+    Bmc, BmcError, BmcIdentity, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp,
+    RestartMarker, Secret,
 };
 
 /// A BMC spoken to over IPMI v2.0 / RMCP+.
@@ -568,6 +570,13 @@ impl Bmc for IpmiBmc {
             "IPMI boot override for the next boot"
         );
         self.inner.run_idempotent(SetBootFlags(flags)).await
+    }
+
+    /// Get Device ID (the crate's command), read as `identity::from_device_id`
+    /// says; the system fields stay empty (IPMI has them only in FRU data).
+    async fn identity(&self) -> Result<BmcIdentity, BmcError> {
+        let id = self.inner.run_idempotent(GetDeviceId).await?;
+        Ok(identity::from_device_id(&id))
     }
 
     async fn close(&self) {
