@@ -410,6 +410,9 @@ impl Session {
         retry: Retry,
     ) -> Result<C::Output, LanError> {
         let rsp = self.request(msg, retry).await?;
+        // The crate's `IpmiCommand::handle_completion_code` is not consulted:
+        // no command of ipmi-rs-core 0.6 overrides it, and ours explain their
+        // codes through `Command::completion_meaning`.
         if rsp.cc() != 0 {
             let code = rsp.cc();
             return Err(LanError::Completion {
