@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ipmi_bench::*;
 
 use rack_agent::bmc::ipmi::commands::BootSelector;
-use rack_agent::bmc::ipmi::IpmiBmc;
+use rack_agent::bmc::ipmi::{identity, IpmiBmc};
 use rack_agent::bmc::{Bmc, BmcError, BootDevice, Endpoint, Power, PowerOp, Protocol, Secret};
 
 async fn wait_power(bmc: &IpmiBmc, want: Power) {
@@ -672,4 +672,67 @@ async fn an_enrolment_refused_after_the_session_opened_closes_it() {
     }
     let (ok, out) = bench.ipmitool(0, &["chassis", "power", "status"]);
     assert!(ok, "{out}");
+}
+
+/// One `Name : value` line of ipmitool's output.
+fn ipmitool_field(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {name:?} line in ipmitool's output:\n{out}"))
+}
+
+/// `identity()` (Get Device ID through the driver's session) says what
+/// `ipmitool mc info` says of the same BMC: manufacturer, product, firmware
+/// revision and IPMI version, read from ipmitool's output, not written here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_says_what_ipmitool_mc_info_says() {
+    let bench = Bench::start(1);
+    let bmc = bench.driver(0);
+    // In the session that power reads use, before and after.
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    let got = bmc.identity().await.expect("identity");
+    assert_eq!(bmc.power_state().await.unwrap(), Power::Off);
+    bmc.close().await;
+
+    let (ok, out) = bench.ipmitool(0, &["mc", "info"]);
+    assert!(ok, "{out}");
+    let mfr: u32 = ipmitool_field(&out, "Manufacturer ID")
+        .parse()
+        .expect("a decimal manufacturer ID");
+    assert_eq!(
+        got.bmc_manufacturer.as_deref(),
+        Some(identity::manufacturer(mfr).as_str())
+    );
+    if identity::manufacturer_name(mfr).is_some() {
+        // Both name it from the IANA registry.
+        assert_eq!(
+            got.bmc_manufacturer.as_deref(),
+            Some(ipmitool_field(&out, "Manufacturer Name").as_str())
+        );
+    }
+    // "3842 (0x0f02)"
+    let product = ipmitool_field(&out, "Product ID");
+    let product: u16 = product
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("Product ID {product:?}"));
+    assert_eq!(got.bmc_model, Some(format!("product {product:#06x}")));
+    assert_eq!(
+        got.firmware_version,
+        Some(ipmitool_field(&out, "Firmware Revision"))
+    );
+    assert_eq!(got.ipmi_version, Some(ipmitool_field(&out, "IPMI Version")));
+    assert_eq!(
+        (
+            &got.system_manufacturer,
+            &got.system_model,
+            &got.serial_number,
+            &got.bios_version
+        ),
+        (&None, &None, &None, &None)
+    );
 }

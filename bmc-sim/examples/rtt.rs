@@ -41,12 +41,12 @@ async fn main() {
     let open = t.elapsed();
     // Warm up, then measure.
     for _ in 0..50 {
-        s.run(&GetChassisStatus, retry).await.expect("status");
+        s.run(GetChassisStatus, retry).await.expect("status");
     }
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        s.run(&GetChassisStatus, retry).await.expect("status");
+        s.run(GetChassisStatus, retry).await.expect("status");
         lat.push(t.elapsed());
     }
     s.close(retry).await.expect("close");

@@ -60,7 +60,7 @@ async fn a_full_session_table_refuses_and_a_closed_session_frees_its_slot() {
     assert_eq!(sim.counter(0, "ipmi_sessions_refused"), 2);
 
     // The open sessions still work; closing one lets ipmitool in.
-    a.run(&GetChassisStatus, retry())
+    a.run(GetChassisStatus, retry())
         .await
         .expect("status in session 1");
     b.close(retry()).await.expect("close session 2");
@@ -85,13 +85,13 @@ async fn a_full_session_table_refuses_and_a_closed_session_frees_its_slot() {
 async fn idle_sessions_time_out_and_are_forgotten() {
     let sim = Sim::start(1, &["--session-timeout", "1s"]);
     let mut s = open(&sim, 0).await.expect("session");
-    s.run(&GetChassisStatus, retry()).await.expect("status");
+    s.run(GetChassisStatus, retry()).await.expect("status");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let v = sim.bmc(0);
     assert_eq!(v["ipmi_sessions_open"], 0, "{v}");
     assert_eq!(v["counters"]["ipmi_sessions_expired"], 1);
     // A BMC that forgot a session drops its packets: the client times out.
-    match s.run(&GetChassisStatus, retry()).await {
+    match s.run(GetChassisStatus, retry()).await {
         Err(LanError::Timeout { .. }) => {}
         other => panic!("a request in an expired session: {other:?}"),
     }

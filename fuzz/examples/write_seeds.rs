@@ -85,6 +85,16 @@ fn main() {
         &[0x01, 0x05, 0xE0, 0x18, 0x00, 0x00, 0x00],
     );
     write("ipmi_session", "restart-cause-data", &[0x01, 0x01]);
+    // What ipmi_sim answers to Get Device ID for the bench's BMC.
+    let device_id = [
+        0x00, 0x03, 0x09, 0x08, 0x02, 0x9f, 0x91, 0x12, 0x00, 0x02, 0x0f, 0x00, 0x00, 0x00, 0x00,
+    ];
+    write("ipmi_session", "device-id-data", &device_id);
+    write(
+        "ipmi_session",
+        "device-id",
+        &response(0x06, 3, 0x01, 0, &device_id),
+    );
     let mut osr = vec![0x2A, 0x00, 0x04, 0x00, 0xA3, 0xA2, 0xA1, 0xA0, 1, 2, 3, 4];
     for (kind, alg) in [(0u8, 1u8), (1, 1), (2, 1)] {
         osr.extend_from_slice(&[kind, 0, 0, 8, alg, 0, 0, 0]);

@@ -20,6 +20,7 @@ use rack_agent::bmc::ipmi::commands::{
     self, ChassisControl, CloseSession, Command, GetBootFlags, GetChassisStatus,
     GetSystemRestartCause, SetBootFlags, SetSessionPrivilege,
 };
+use rack_agent::bmc::ipmi::identity;
 use rack_agent::bmc::ipmi::lan::packet::{self, payload, HmacSha1, Security};
 use rack_agent::bmc::ipmi::lan::rakp::{self, Handshake};
 use rack_agent::bmc::ipmi::message;
@@ -101,9 +102,9 @@ pub fn ipmi_packet(data: &[u8]) {
 /// typed command decoders (`bmc::ipmi::commands`).
 pub fn ipmi_session(data: &[u8]) {
     if let Ok(r) = message::decode_response(data) {
-        assert_eq!(r.data.len() + 8, data.len());
+        assert_eq!(r.data().len() + 8, data.len());
         assert_eq!(message::checksum(&data[3..]), 0);
-        let _ = message::completion_meaning(r.completion);
+        let _ = message::completion_meaning(r.cc());
     }
     if let Ok(o) = rakp::decode_open_session_response(data) {
         let _ = rakp::status_meaning(o.status);
@@ -130,28 +131,31 @@ pub fn ipmi_session(data: &[u8]) {
     let _ = hs.rakp2_matches(data);
     let _ = hs.rakp4_matches(&[9; 20], data);
 
-    command(&GetChassisStatus, data);
-    command(&GetSystemRestartCause, data);
-    command(&GetBootFlags, data);
-    command(
-        &SetSessionPrivilege(commands::Privilege::Administrator),
-        data,
-    );
-    command(&ChassisControl(commands::ChassisAction::HardReset), data);
-    command(&CloseSession { session_id: 1 }, data);
-    if let Ok(flags) = GetBootFlags.decode(data) {
+    command::<GetChassisStatus>(data);
+    command::<GetSystemRestartCause>(data);
+    command::<GetBootFlags>(data);
+    command::<SetSessionPrivilege>(data);
+    command::<ChassisControl>(data);
+    command::<CloseSession>(data);
+    command::<commands::GetDeviceId>(data);
+    if let Ok(flags) = commands::decode::<GetBootFlags>(data) {
         // What was read can be written back.
-        let _ = SetBootFlags(flags).request();
+        let m = commands::Message::from(SetBootFlags(flags));
+        assert_eq!((m.cmd(), m.data().len(), m.data()[0]), (0x08, 6, 0x05));
     }
-    if let Ok(c) = GetSystemRestartCause.decode(data) {
+    if let Ok(c) = commands::decode::<GetSystemRestartCause>(data) {
         assert!(!c.cause.describe().is_empty());
+    }
+    if let Ok(id) = commands::decode::<commands::GetDeviceId>(data) {
+        let who = identity::from_device_id(&id);
+        assert!(who.bmc_manufacturer.is_some() && who.firmware_version.is_some());
     }
 }
 
-fn command<C: Command>(c: &C, data: &[u8]) {
-    let _ = c.decode(data);
+fn command<C: Command>(data: &[u8]) {
+    let _ = commands::decode::<C>(data);
     if let Some(&cc) = data.first() {
-        let _ = c.completion_meaning(cc);
+        let _ = C::completion_meaning(cc);
     }
 }
 

@@ -1,27 +1,60 @@
-//! Typed IPMI commands: request encodings and response decodings, each after
-//! the IPMI v2.0 specification table named in its doc comment. Decoders get the
-//! response data *after* the completion code and never panic.
+//! Typed IPMI commands as implementations of `ipmi-rs-core`'s
+//! [`IpmiCommand`]: the request is the crate's [`Message`] (`From<Cmd> for
+//! Message`), the answer is read by `parse_success_response` from the data
+//! *after* the completion code, and never panics. Each layout follows the
+//! IPMI v2.0 specification table named in its doc comment.
+//!
+//! The crate defines no chassis commands and none of the session commands
+//! sent inside an RMCP+ session, so those are ours; where the crate has the
+//! command (Get Device ID), the crate's is used. [`Command`] adds what the
+//! driver needs beyond [`IpmiCommand`]: a name for logs and errors, whether a
+//! re-send is harmless, and the meaning of command-specific completion codes.
 
-use super::message::{DecodeError, Request};
+use std::fmt::Debug;
 
-pub const NETFN_CHASSIS: u8 = 0x00;
-pub const NETFN_APP: u8 = 0x06;
+pub use ipmi_rs_core::app::{DeviceId, GetDeviceId};
+pub use ipmi_rs_core::connection::{IpmiCommand, Message, NetFn};
 
-/// One IPMI command: how to ask, how to read the answer.
-pub trait Command {
-    type Output;
+use super::message::DecodeError;
+
+/// What the driver needs to know of an [`IpmiCommand`] to send it: any
+/// command, the crate's or ours, runs through the driver once it has this.
+pub trait Command: IpmiCommand<Error: Debug + 'static> {
     /// For logs and error messages.
     const NAME: &'static str;
-    fn request(&self) -> Request;
-    fn decode(&self, data: &[u8]) -> Result<Self::Output, DecodeError>;
-    /// Whether sending it twice can do more than sending it once.
+    /// Whether sending it twice can do more than sending it once; the driver
+    /// retransmits only commands that say true.
     fn idempotent(&self) -> bool {
         true
     }
     /// The meaning of a command-specific completion code (0x80..=0xBE).
-    fn completion_meaning(&self, _cc: u8) -> Option<&'static str> {
+    fn completion_meaning(_cc: u8) -> Option<&'static str> {
         None
     }
+}
+
+/// Reads an answer's data (after the completion code) with `C`'s parser. A
+/// failure becomes a [`DecodeError`]: ours already are one; the crate's
+/// errors are named by their `Debug` (they implement nothing else).
+pub fn decode<C: Command>(data: &[u8]) -> Result<C::Output, DecodeError> {
+    C::parse_success_response(data).map_err(|e| {
+        let text = format!("{e:?}");
+        match (Box::new(e) as Box<dyn std::any::Any>).downcast::<DecodeError>() {
+            Ok(ours) => *ours,
+            Err(_) => DecodeError::Invalid(format!(
+                "{}: the answer cannot be read ({text}; {} data bytes)",
+                C::NAME,
+                data.len()
+            )),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Get Device ID — NetFn App, cmd 0x01 (table 20-2): the crate's command.
+
+impl Command for GetDeviceId {
+    const NAME: &'static str = "Get Device ID";
 }
 
 fn need(what: &'static str, data: &[u8], n: usize) -> Result<(), DecodeError> {
@@ -58,17 +91,20 @@ pub struct ChassisStatus {
     pub misc: u8,
 }
 
-impl Command for GetChassisStatus {
-    type Output = ChassisStatus;
-    const NAME: &'static str = "Get Chassis Status";
-    fn request(&self) -> Request {
-        Request {
-            netfn: NETFN_CHASSIS,
-            cmd: 0x01,
-            data: vec![],
-        }
+impl From<GetChassisStatus> for Message {
+    fn from(_: GetChassisStatus) -> Message {
+        Message::new_request(NetFn::Chassis, 0x01, vec![])
     }
-    fn decode(&self, d: &[u8]) -> Result<ChassisStatus, DecodeError> {
+}
+
+impl Command for GetChassisStatus {
+    const NAME: &'static str = "Get Chassis Status";
+}
+
+impl IpmiCommand for GetChassisStatus {
+    type Output = ChassisStatus;
+    type Error = DecodeError;
+    fn parse_success_response(d: &[u8]) -> Result<ChassisStatus, DecodeError> {
         // Byte 4 (front panel button capabilities) is optional.
         need("Get Chassis Status response", d, 3)?;
         Ok(ChassisStatus {
@@ -99,19 +135,22 @@ pub enum ChassisAction {
 #[derive(Debug, Clone, Copy)]
 pub struct ChassisControl(pub ChassisAction);
 
-impl Command for ChassisControl {
-    type Output = ();
-    const NAME: &'static str = "Chassis Control";
-    fn request(&self) -> Request {
-        Request {
-            netfn: NETFN_CHASSIS,
-            cmd: 0x02,
-            data: vec![self.0 as u8],
-        }
+impl From<ChassisControl> for Message {
+    fn from(c: ChassisControl) -> Message {
+        Message::new_request(NetFn::Chassis, 0x02, vec![c.0 as u8])
     }
-    fn decode(&self, _d: &[u8]) -> Result<(), DecodeError> {
+}
+
+impl IpmiCommand for ChassisControl {
+    type Output = ();
+    type Error = DecodeError;
+    fn parse_success_response(_d: &[u8]) -> Result<(), DecodeError> {
         Ok(())
     }
+}
+
+impl Command for ChassisControl {
+    const NAME: &'static str = "Chassis Control";
     fn idempotent(&self) -> bool {
         !matches!(self.0, ChassisAction::PowerCycle | ChassisAction::HardReset)
     }
@@ -208,17 +247,20 @@ pub struct SystemRestartCause {
 #[derive(Debug, Clone, Copy)]
 pub struct GetSystemRestartCause;
 
-impl Command for GetSystemRestartCause {
-    type Output = SystemRestartCause;
-    const NAME: &'static str = "Get System Restart Cause";
-    fn request(&self) -> Request {
-        Request {
-            netfn: NETFN_CHASSIS,
-            cmd: 0x07,
-            data: vec![],
-        }
+impl From<GetSystemRestartCause> for Message {
+    fn from(_: GetSystemRestartCause) -> Message {
+        Message::new_request(NetFn::Chassis, 0x07, vec![])
     }
-    fn decode(&self, d: &[u8]) -> Result<SystemRestartCause, DecodeError> {
+}
+
+impl Command for GetSystemRestartCause {
+    const NAME: &'static str = "Get System Restart Cause";
+}
+
+impl IpmiCommand for GetSystemRestartCause {
+    type Output = SystemRestartCause;
+    type Error = DecodeError;
+    fn parse_success_response(d: &[u8]) -> Result<SystemRestartCause, DecodeError> {
         need("Get System Restart Cause response", d, 2)?;
         Ok(SystemRestartCause {
             cause: RestartCause::from_bits(d[0]),
@@ -299,23 +341,26 @@ impl BootFlags {
 #[derive(Debug, Clone, Copy)]
 pub struct SetBootFlags(pub BootFlags);
 
-impl Command for SetBootFlags {
-    type Output = ();
-    const NAME: &'static str = "Set System Boot Options";
-    fn request(&self) -> Request {
+impl From<SetBootFlags> for Message {
+    fn from(c: SetBootFlags) -> Message {
         // Byte 1: bit 7 = 0 (parameter valid/unlocked), bits 6:0 = selector.
         let mut data = vec![BOOT_FLAGS_PARAM];
-        data.extend_from_slice(&self.0.encode());
-        Request {
-            netfn: NETFN_CHASSIS,
-            cmd: 0x08,
-            data,
-        }
+        data.extend_from_slice(&c.0.encode());
+        Message::new_request(NetFn::Chassis, 0x08, data)
     }
-    fn decode(&self, _d: &[u8]) -> Result<(), DecodeError> {
+}
+
+impl IpmiCommand for SetBootFlags {
+    type Output = ();
+    type Error = DecodeError;
+    fn parse_success_response(_d: &[u8]) -> Result<(), DecodeError> {
         Ok(())
     }
-    fn completion_meaning(&self, cc: u8) -> Option<&'static str> {
+}
+
+impl Command for SetBootFlags {
+    const NAME: &'static str = "Set System Boot Options";
+    fn completion_meaning(cc: u8) -> Option<&'static str> {
         match cc {
             0x80 => Some("boot option parameter not supported"),
             0x81 => Some("boot options are being set by someone else (set in progress)"),
@@ -329,18 +374,17 @@ impl Command for SetBootFlags {
 #[derive(Debug, Clone, Copy)]
 pub struct GetBootFlags;
 
-impl Command for GetBootFlags {
-    type Output = BootFlags;
-    const NAME: &'static str = "Get System Boot Options";
-    fn request(&self) -> Request {
+impl From<GetBootFlags> for Message {
+    fn from(_: GetBootFlags) -> Message {
         // Parameter selector, set selector, block selector.
-        Request {
-            netfn: NETFN_CHASSIS,
-            cmd: 0x09,
-            data: vec![BOOT_FLAGS_PARAM, 0x00, 0x00],
-        }
+        Message::new_request(NetFn::Chassis, 0x09, vec![BOOT_FLAGS_PARAM, 0x00, 0x00])
     }
-    fn decode(&self, d: &[u8]) -> Result<BootFlags, DecodeError> {
+}
+
+impl IpmiCommand for GetBootFlags {
+    type Output = BootFlags;
+    type Error = DecodeError;
+    fn parse_success_response(d: &[u8]) -> Result<BootFlags, DecodeError> {
         // Parameter version, valid bit + selector, then 5 bytes of flags.
         need("Get System Boot Options response", d, 7)?;
         if d[1] & 0x7f != BOOT_FLAGS_PARAM {
@@ -356,7 +400,11 @@ impl Command for GetBootFlags {
             device: BootSelector::from_bits(d[3] >> 2),
         })
     }
-    fn completion_meaning(&self, cc: u8) -> Option<&'static str> {
+}
+
+impl Command for GetBootFlags {
+    const NAME: &'static str = "Get System Boot Options";
+    fn completion_meaning(cc: u8) -> Option<&'static str> {
         (cc == 0x80).then_some("boot option parameter not supported")
     }
 }
@@ -375,22 +423,25 @@ pub enum Privilege {
 #[derive(Debug, Clone, Copy)]
 pub struct SetSessionPrivilege(pub Privilege);
 
-impl Command for SetSessionPrivilege {
+impl From<SetSessionPrivilege> for Message {
+    fn from(c: SetSessionPrivilege) -> Message {
+        Message::new_request(NetFn::App, 0x3B, vec![c.0 as u8])
+    }
+}
+
+impl IpmiCommand for SetSessionPrivilege {
     /// The new privilege level.
     type Output = u8;
-    const NAME: &'static str = "Set Session Privilege Level";
-    fn request(&self) -> Request {
-        Request {
-            netfn: NETFN_APP,
-            cmd: 0x3B,
-            data: vec![self.0 as u8],
-        }
-    }
-    fn decode(&self, d: &[u8]) -> Result<u8, DecodeError> {
+    type Error = DecodeError;
+    fn parse_success_response(d: &[u8]) -> Result<u8, DecodeError> {
         need("Set Session Privilege Level response", d, 1)?;
         Ok(d[0] & 0x0f)
     }
-    fn completion_meaning(&self, cc: u8) -> Option<&'static str> {
+}
+
+impl Command for SetSessionPrivilege {
+    const NAME: &'static str = "Set Session Privilege Level";
+    fn completion_meaning(cc: u8) -> Option<&'static str> {
         match cc {
             0x80 => Some("requested privilege level not available for this user"),
             0x81 => Some("requested privilege level exceeds the user's or channel's limit"),
@@ -409,20 +460,23 @@ pub struct CloseSession {
     pub session_id: u32,
 }
 
-impl Command for CloseSession {
-    type Output = ();
-    const NAME: &'static str = "Close Session";
-    fn request(&self) -> Request {
-        Request {
-            netfn: NETFN_APP,
-            cmd: 0x3C,
-            data: self.session_id.to_le_bytes().to_vec(),
-        }
+impl From<CloseSession> for Message {
+    fn from(c: CloseSession) -> Message {
+        Message::new_request(NetFn::App, 0x3C, c.session_id.to_le_bytes().to_vec())
     }
-    fn decode(&self, _d: &[u8]) -> Result<(), DecodeError> {
+}
+
+impl IpmiCommand for CloseSession {
+    type Output = ();
+    type Error = DecodeError;
+    fn parse_success_response(_d: &[u8]) -> Result<(), DecodeError> {
         Ok(())
     }
-    fn completion_meaning(&self, cc: u8) -> Option<&'static str> {
+}
+
+impl Command for CloseSession {
+    const NAME: &'static str = "Close Session";
+    fn completion_meaning(cc: u8) -> Option<&'static str> {
         match cc {
             0x87 => Some("invalid session ID"),
             0x88 => Some("invalid session handle"),
@@ -435,31 +489,35 @@ impl Command for CloseSession {
 mod tests {
     use super::*;
 
+    /// The request as (NetFn, command, data).
+    fn req<C: Command>(c: C) -> (u8, u8, Vec<u8>) {
+        let m: Message = c.into();
+        (m.netfn_raw(), m.cmd(), m.data().to_vec())
+    }
+
     #[test]
     fn get_chassis_status_layout() {
-        let r = GetChassisStatus.request();
-        assert_eq!((r.netfn, r.cmd, r.data.as_slice()), (0x00, 0x01, &[][..]));
+        assert_eq!(req(GetChassisStatus), (0x00, 0x01, vec![]));
         // Power on, restore policy "previous" (01b in bits 6:5), no events.
-        let s = GetChassisStatus.decode(&[0x21, 0x00, 0x40, 0x00]).unwrap();
+        let s = decode::<GetChassisStatus>(&[0x21, 0x00, 0x40, 0x00]).unwrap();
         assert!(s.power_on);
         assert_eq!(s.restore_policy, 1);
         assert_eq!(s.misc, 0x40);
         // Optional byte 4 absent; power fault + control fault, power off.
-        let s = GetChassisStatus.decode(&[0x18, 0x00, 0x00]).unwrap();
+        let s = decode::<GetChassisStatus>(&[0x18, 0x00, 0x00]).unwrap();
         assert!(!s.power_on && s.power_fault && s.power_control_fault);
     }
 
     #[test]
     fn get_chassis_status_truncated_is_an_error() {
         for n in 0..3 {
-            assert!(GetChassisStatus.decode(&[0x01; 3][..n]).is_err());
+            assert!(decode::<GetChassisStatus>(&[0x01; 3][..n]).is_err());
         }
     }
 
     #[test]
     fn get_system_restart_cause_layout() {
-        let r = GetSystemRestartCause.request();
-        assert_eq!((r.netfn, r.cmd, r.data.as_slice()), (0x00, 0x07, &[][..]));
+        assert_eq!(req(GetSystemRestartCause), (0x00, 0x07, vec![]));
         // Every cause of table 28-11, on channel 1 (LAN); bits 7:4 are reserved
         // and ignored.
         let cases = [
@@ -503,7 +561,7 @@ mod tests {
             ),
         ];
         for (byte, cause, words) in cases {
-            let got = GetSystemRestartCause.decode(&[byte, 0x01]).unwrap();
+            let got = decode::<GetSystemRestartCause>(&[byte, 0x01]).unwrap();
             assert_eq!(
                 got,
                 SystemRestartCause {
@@ -515,10 +573,10 @@ mod tests {
             assert_eq!(got.cause.describe(), words);
         }
         // A longer answer keeps its first two bytes; a short one is an error.
-        let got = GetSystemRestartCause.decode(&[0x04, 0x0F, 0xAA]).unwrap();
+        let got = decode::<GetSystemRestartCause>(&[0x04, 0x0F, 0xAA]).unwrap();
         assert_eq!((got.cause, got.channel), (RestartCause::Watchdog, 0x0F));
-        assert!(GetSystemRestartCause.decode(&[]).is_err());
-        assert!(GetSystemRestartCause.decode(&[0x01]).is_err());
+        assert!(decode::<GetSystemRestartCause>(&[]).is_err());
+        assert!(decode::<GetSystemRestartCause>(&[0x01]).is_err());
     }
 
     #[test]
@@ -526,23 +584,23 @@ mod tests {
         use super::super::message::{decode_response, encode_request};
         // rsAddr BMC, NetFn Chassis/LUN 0, chk1, rqAddr 81h, rqSeq 5, cmd 07h, chk2.
         assert_eq!(
-            encode_request(&GetSystemRestartCause.request(), 5),
+            encode_request(&GetSystemRestartCause.into(), 5),
             [0x20, 0x00, 0xE0, 0x81, 0x14, 0x07, 0x64]
         );
         // The answer: NetFn Chassis response (01h), cc 00h, cause 1h, channel 1.
         let rsp =
             decode_response(&[0x81, 0x04, 0x7B, 0x20, 0x14, 0x07, 0x00, 0x01, 0x01, 0xC3]).unwrap();
         assert_eq!(
-            (rsp.netfn, rsp.cmd, rsp.rq_seq, rsp.completion),
+            (rsp.netfn_raw(), rsp.cmd(), rsp.seq(), rsp.cc()),
             (0x01, 0x07, 5, 0x00)
         );
         assert_eq!(
-            GetSystemRestartCause.decode(&rsp.data).unwrap().cause,
+            decode::<GetSystemRestartCause>(rsp.data()).unwrap().cause,
             RestartCause::ChassisControl
         );
         // What ipmi_sim 2.0.33 answers: invalid command, no data.
         let rsp = decode_response(&[0x81, 0x04, 0x7B, 0x20, 0x14, 0x07, 0xC1, 0x04]).unwrap();
-        assert_eq!((rsp.completion, rsp.data.len()), (0xC1, 0));
+        assert_eq!((rsp.cc(), rsp.data().len()), (0xC1, 0));
     }
 
     #[test]
@@ -556,9 +614,8 @@ mod tests {
         ];
         for (action, byte, idem) in cases {
             let c = ChassisControl(action);
-            let r = c.request();
-            assert_eq!((r.netfn, r.cmd, r.data), (0x00, 0x02, vec![byte]));
             assert_eq!(c.idempotent(), idem, "{action:?}");
+            assert_eq!(req(c), (0x00, 0x02, vec![byte]));
         }
     }
 
@@ -581,23 +638,19 @@ mod tests {
             (flags(BootSelector::Bios, true, true), [0xE0, 0x18]),
         ];
         for (f, [d1, d2]) in cases {
-            let r = SetBootFlags(f).request();
-            assert_eq!((r.netfn, r.cmd), (0x00, 0x08));
-            assert_eq!(r.data, vec![0x05, d1, d2, 0x00, 0x00, 0x00], "{f:?}");
+            assert_eq!(
+                req(SetBootFlags(f)),
+                (0x00, 0x08, vec![0x05, d1, d2, 0x00, 0x00, 0x00]),
+                "{f:?}"
+            );
         }
     }
 
     #[test]
     fn get_boot_flags_layouts() {
-        let r = GetBootFlags.request();
-        assert_eq!(
-            (r.netfn, r.cmd, r.data),
-            (0x00, 0x09, vec![0x05, 0x00, 0x00])
-        );
+        assert_eq!(req(GetBootFlags), (0x00, 0x09, vec![0x05, 0x00, 0x00]));
         // What ipmi_sim answers after "chassis bootdev pxe" from ipmitool.
-        let f = GetBootFlags
-            .decode(&[0x01, 0x05, 0x00, 0x04, 0x00, 0x00, 0x00])
-            .unwrap();
+        let f = decode::<GetBootFlags>(&[0x01, 0x05, 0x00, 0x04, 0x00, 0x00, 0x00]).unwrap();
         assert_eq!(
             f,
             BootFlags {
@@ -607,14 +660,10 @@ mod tests {
                 device: BootSelector::Pxe
             }
         );
-        let f = GetBootFlags
-            .decode(&[0x01, 0x05, 0xE0, 0x18, 0x00, 0x00, 0x00])
-            .unwrap();
+        let f = decode::<GetBootFlags>(&[0x01, 0x05, 0xE0, 0x18, 0x00, 0x00, 0x00]).unwrap();
         assert!(f.valid && f.persistent && f.efi);
         assert_eq!(f.device, BootSelector::Bios);
-        let f = GetBootFlags
-            .decode(&[0x01, 0x05, 0x80, 0x3C, 0x00, 0x00, 0x00])
-            .unwrap();
+        let f = decode::<GetBootFlags>(&[0x01, 0x05, 0x80, 0x3C, 0x00, 0x00, 0x00]).unwrap();
         assert_eq!(f.device, BootSelector::Other(0x0F));
     }
 
@@ -622,34 +671,32 @@ mod tests {
     fn get_boot_flags_truncated_or_wrong_parameter_is_an_error() {
         let good = [0x01, 0x05, 0x80, 0x04, 0x00, 0x00, 0x00];
         for n in 0..good.len() {
-            assert!(GetBootFlags.decode(&good[..n]).is_err(), "{n} bytes");
+            assert!(decode::<GetBootFlags>(&good[..n]).is_err(), "{n} bytes");
         }
         let mut other = good;
         other[1] = 0x04;
-        assert!(GetBootFlags.decode(&other).is_err());
+        assert!(decode::<GetBootFlags>(&other).is_err());
     }
 
     #[test]
     fn session_privilege_and_close_layouts() {
-        let r = SetSessionPrivilege(Privilege::Administrator).request();
-        assert_eq!((r.netfn, r.cmd, r.data), (0x06, 0x3B, vec![0x04]));
         assert_eq!(
-            SetSessionPrivilege(Privilege::Administrator).decode(&[0x04]),
-            Ok(4)
+            req(SetSessionPrivilege(Privilege::Administrator)),
+            (0x06, 0x3B, vec![0x04])
         );
-        assert!(SetSessionPrivilege(Privilege::User).decode(&[]).is_err());
+        assert_eq!(decode::<SetSessionPrivilege>(&[0x04]), Ok(4));
+        assert!(decode::<SetSessionPrivilege>(&[]).is_err());
 
-        let r = CloseSession {
-            session_id: 0x1234_5678,
-        }
-        .request();
         assert_eq!(
-            (r.netfn, r.cmd, r.data),
+            req(CloseSession {
+                session_id: 0x1234_5678
+            }),
             (0x06, 0x3C, vec![0x78, 0x56, 0x34, 0x12])
         );
         assert_eq!(
-            CloseSession { session_id: 1 }.completion_meaning(0x87),
+            CloseSession::completion_meaning(0x87),
             Some("invalid session ID")
         );
+        assert_eq!(GetChassisStatus::completion_meaning(0x87), None);
     }
 }

@@ -3,8 +3,13 @@
 //! [`Bmc::close`].
 //!
 //! Layers: [`lan`] is the session layer (our own, see its docs for why not
-//! `ipmi-rs`), [`commands`] the typed commands, [`message`] the IPMI message
-//! framing, [`options`] the per-endpoint settings.
+//! `ipmi-rs`), [`commands`] the typed commands (implementations of
+//! `ipmi-rs-core`'s `IpmiCommand`, beside the crate's own), [`message`] the
+//! IPMI LAN message framing around the crate's `Message`, [`identity`] what
+//! Get Device ID says, [`options`] the per-endpoint settings.
+//!
+//! Every command goes through `Inner::run_idempotent` (retransmitted, the
+//! session re-established once) unless it is a non-idempotent chassis control.
 //!
 //! [`Bmc::observe`] reads the chassis status and, in the same session, the
 //! system restart cause (Get System Restart Cause) for the action's record; a
@@ -18,6 +23,7 @@
 //! or may not have been executed, so the engine decides, not a blind re-send.
 
 pub mod commands;
+pub mod identity;
 pub mod lan;
 pub mod message;
 pub mod options;
@@ -30,6 +36,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
+use ipmi_rs_core::app::GetDeviceId;
+use ipmi_rs_core::connection::{CompletionErrorCode, Message};
+
 use self::commands::{
     BootFlags, BootSelector, ChassisAction, ChassisControl, Command, GetBootFlags,
     GetChassisStatus, GetSystemRestartCause, SetBootFlags,
@@ -37,8 +46,8 @@ use self::commands::{
 use self::lan::{LanError, Retry, Session};
 use self::options::Options;
 use super::{
-    Bmc, BmcError, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp, RestartMarker,
-    Secret,
+    Bmc, BmcError, BmcIdentity, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp,
+    RestartMarker, Secret,
 };
 
 /// A BMC spoken to over IPMI v2.0 / RMCP+.
@@ -143,7 +152,23 @@ impl IpmiBmc {
 
     /// Reads the boot flags (System Boot Options parameter 5).
     pub async fn boot_flags(&self) -> Result<BootFlags, BmcError> {
-        self.inner.run_idempotent(&GetBootFlags).await
+        self.inner.run_idempotent(GetBootFlags).await
+    }
+
+    /// Runs one idempotent command — any [`Command`], ours or one of
+    /// `ipmi-rs-core`'s — in the BMC's session, as every read of the driver
+    /// runs (see `Inner::run_idempotent`). A command that says it is not
+    /// idempotent is refused without traffic: those go through the driver's
+    /// own methods, which never re-send them.
+    pub async fn run<C: Command>(&self, cmd: C) -> Result<C::Output, BmcError> {
+        if !cmd.idempotent() {
+            return Err(BmcError::Unsupported(format!(
+                "{}: {} is not idempotent and is sent only by the driver's own methods",
+                self.inner.bmc,
+                C::NAME
+            )));
+        }
+        self.inner.run_idempotent(cmd).await
     }
 }
 
@@ -196,22 +221,28 @@ impl Inner {
         Ok(slot.as_mut().expect("just set"))
     }
 
-    /// Runs an idempotent command: retransmitted by the session layer; if a
-    /// reused session never answers, it is re-established once.
-    async fn run_idempotent<C: Command>(self: &Arc<Self>, cmd: &C) -> Result<C::Output, BmcError> {
+    /// THE way to run a command (ours or the crate's) that may be sent more
+    /// than once: it waits its turn behind the BMC's other commands (one
+    /// session per BMC, one exchange at a time), opens the session if needed,
+    /// is retransmitted by the session layer (`retries`, `timeout`), and if a
+    /// reused session never answers, the session is re-established once and
+    /// the command sent again. Errors name the BMC and the command.
+    async fn run_idempotent<C: Command>(self: &Arc<Self>, cmd: C) -> Result<C::Output, BmcError> {
         let mut slot = self.session.lock().await;
         self.run_locked(&mut slot, cmd).await
     }
 
+    /// [`Inner::run_idempotent`] with the session already locked.
     async fn run_locked<C: Command>(
         self: &Arc<Self>,
         slot: &mut Option<Session>,
-        cmd: &C,
+        cmd: C,
     ) -> Result<C::Output, BmcError> {
         debug_assert!(cmd.idempotent());
+        let msg: Message = cmd.into();
         let reused = slot.is_some();
         let s = self.ensure(slot).await?;
-        match s.run(cmd, self.retry()).await {
+        match s.run_message::<C>(&msg, self.retry()).await {
             Ok(out) => Ok(out),
             Err(LanError::Timeout { .. }) if reused => {
                 tracing::warn!(
@@ -222,7 +253,7 @@ impl Inner {
                 );
                 self.discard(slot);
                 let s = self.ensure(slot).await?;
-                s.run(cmd, self.retry())
+                s.run_message::<C>(&msg, self.retry())
                     .await
                     .map_err(|e| self.fail(slot, C::NAME, e))
             }
@@ -277,7 +308,7 @@ impl Inner {
                 "the BMC does not give its system restart cause; not asking again"
             );
         };
-        match s.run(&GetSystemRestartCause, once).await {
+        match s.run(GetSystemRestartCause, once).await {
             Ok(rc) => {
                 self.cause_silences.store(0, Ordering::SeqCst);
                 if self.cause_support.swap(CAUSE_ANSWERS, Ordering::SeqCst) != CAUSE_ANSWERS {
@@ -291,12 +322,15 @@ impl Inner {
                 }
                 Some(rc.cause.describe())
             }
-            Err(
-                e @ LanError::Completion {
-                    code: 0xC1 | 0xC2, ..
-                },
-            )
-            | Err(e @ LanError::Decode(_)) => {
+            Err(e)
+                if matches!(
+                    e.completion(),
+                    Some(
+                        CompletionErrorCode::InvalidCommand
+                            | CompletionErrorCode::InvalidCommandForLun
+                    )
+                ) || matches!(e, LanError::Decode(_)) =>
+            {
                 lacking(&e.to_string());
                 None
             }
@@ -327,7 +361,7 @@ impl Inner {
     async fn chassis_control(self: &Arc<Self>, action: ChassisAction) -> Result<(), BmcError> {
         let cmd = ChassisControl(action);
         if cmd.idempotent() {
-            return self.run_idempotent(&cmd).await;
+            return self.run_idempotent(cmd).await;
         }
         let mut slot = self.session.lock().await;
         // Prove the session alive first (re-establishing it if the BMC dropped
@@ -336,7 +370,7 @@ impl Inner {
             .as_ref()
             .is_none_or(|s| s.idle() > Duration::from_secs(1))
         {
-            self.run_locked(&mut slot, &GetChassisStatus).await?;
+            self.run_locked(&mut slot, GetChassisStatus).await?;
         }
         let budget = self.opts.budget();
         let s = self.ensure(&mut slot).await?;
@@ -344,11 +378,11 @@ impl Inner {
             attempts: 1,
             per_attempt: budget,
         };
-        match s.run(&cmd, once).await {
+        match s.run(cmd, once).await {
             Ok(()) => Ok(()),
             Err(LanError::Timeout { .. }) => {
                 self.discard(&mut slot);
-                let now = match self.run_locked(&mut slot, &GetChassisStatus).await {
+                let now = match self.run_locked(&mut slot, GetChassisStatus).await {
                     Ok(st) => format!(
                         "chassis power now reads {}",
                         if st.power_on { "on" } else { "off" }
@@ -442,7 +476,7 @@ impl Inner {
                     attempts: 1,
                     per_attempt: inner.opts.timeout,
                 };
-                if let Err(e) = s.run(&GetChassisStatus, one).await {
+                if let Err(e) = s.run(GetChassisStatus, one).await {
                     tracing::info!(
                         server_id = %inner.server_id,
                         bmc = %inner.bmc,
@@ -473,7 +507,7 @@ impl Bmc for IpmiBmc {
     }
 
     async fn power_state(&self) -> Result<Power, BmcError> {
-        let st = self.inner.run_idempotent(&GetChassisStatus).await?;
+        let st = self.inner.run_idempotent(GetChassisStatus).await?;
         Ok(if st.power_on { Power::On } else { Power::Off })
     }
 
@@ -483,7 +517,7 @@ impl Bmc for IpmiBmc {
     /// restarts of the same cause, so it describes rather than proves.
     async fn observe(&self) -> Result<Observation, BmcError> {
         let mut slot = self.inner.session.lock().await;
-        let st = self.inner.run_locked(&mut slot, &GetChassisStatus).await?;
+        let st = self.inner.run_locked(&mut slot, GetChassisStatus).await?;
         let marker = self
             .inner
             .restart_cause(&mut slot)
@@ -535,7 +569,14 @@ impl Bmc for IpmiBmc {
             device = %device,
             "IPMI boot override for the next boot"
         );
-        self.inner.run_idempotent(&SetBootFlags(flags)).await
+        self.inner.run_idempotent(SetBootFlags(flags)).await
+    }
+
+    /// Get Device ID (the crate's command), read as `identity::from_device_id`
+    /// says; the system fields stay empty (IPMI has them only in FRU data).
+    async fn identity(&self) -> Result<BmcIdentity, BmcError> {
+        let id = self.inner.run_idempotent(GetDeviceId).await?;
+        Ok(identity::from_device_id(&id))
     }
 
     async fn close(&self) {
@@ -630,6 +671,17 @@ mod tests {
             LanError::Io(std::io::ErrorKind::ConnectionRefused.into()),
         );
         assert!(e.is_unavailable());
+    }
+
+    #[tokio::test]
+    async fn run_refuses_a_command_that_is_not_idempotent_without_traffic() {
+        let b = IpmiBmc::new("n1", &endpoint(&[])).unwrap();
+        for action in [ChassisAction::HardReset, ChassisAction::PowerCycle] {
+            let e = b.run(ChassisControl(action)).await.unwrap_err();
+            assert!(matches!(e, BmcError::Unsupported(_)), "{e:?}");
+            assert!(e.to_string().contains("Chassis Control"), "{e}");
+        }
+        assert!(b.inner.session.lock().await.is_none(), "no session opened");
     }
 
     #[tokio::test]

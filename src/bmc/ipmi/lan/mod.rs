@@ -10,6 +10,13 @@
 //! crate was not possible without patching it. This module is the only place
 //! that knows the wire format of sessions; commands live in `super::commands`.
 //!
+//! What it carries is the message layer of `ipmi-rs-core` (the same project's
+//! sans-IO crate): requests are the crate's `Message`, commands implement its
+//! `IpmiCommand`, answers are its `Response`. The crate has no LAN or RMCP+
+//! side, so the LAN message framing (`super::message`: addresses, rqSeq,
+//! checksums), the RMCP+ packet format (`packet`) and the session activation
+//! payloads (Open Session, RAKP 1–4, `rakp`) stay ours.
+//!
 //! What it guarantees:
 //! - an IPv4 socket for an IPv4 BMC, connected, so ICMP "port unreachable"
 //!   surfaces at once as `ConnectionRefused`;
@@ -35,8 +42,9 @@ use tokio::net::UdpSocket;
 
 use self::packet::{payload, Inbound, Security};
 use self::rakp::{CipherSuite, Handshake};
-use super::commands::{CloseSession, Command, Privilege, SetSessionPrivilege};
-use super::message::{self, completion_meaning, DecodeError, Request};
+use super::commands::{self, CloseSession, Command, Privilege, SetSessionPrivilege};
+use super::message::{self, completion_meaning, DecodeError};
+use ipmi_rs_core::connection::{CompletionErrorCode, Message, Response};
 
 /// What went wrong in the session layer. Mapped to `BmcError` by the driver.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +70,16 @@ pub enum LanError {
     },
     #[error("{0}")]
     Invalid(String),
+}
+
+impl LanError {
+    /// A completion code ≠ 0, as the crate reads it.
+    pub fn completion(&self) -> Option<CompletionErrorCode> {
+        match self {
+            LanError::Completion { code, .. } => CompletionErrorCode::try_from(*code).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// Timing of one exchange.
@@ -353,7 +371,7 @@ impl Session {
         }
         // Sessions start at User privilege: chassis control needs admin.
         if let Err(e) = s
-            .run(&SetSessionPrivilege(Privilege::Administrator), retry)
+            .run(SetSessionPrivilege(Privilege::Administrator), retry)
             .await
         {
             // Do not leave an unusable session holding a BMC slot.
@@ -377,29 +395,38 @@ impl Session {
         self.last_used.elapsed()
     }
 
-    /// Sends one typed command; a completion code ≠ 0 is an error.
-    pub async fn run<C: Command>(&mut self, cmd: &C, retry: Retry) -> Result<C::Output, LanError> {
-        let rsp = self.request(&cmd.request(), retry).await?;
-        if rsp.completion != 0 {
-            let code = rsp.completion;
+    /// Sends one command (ours or the crate's); a completion code ≠ 0 is an
+    /// error. Retransmitted up to `retry.attempts` times: pass 1 attempt for a
+    /// command that is not idempotent.
+    pub async fn run<C: Command>(&mut self, cmd: C, retry: Retry) -> Result<C::Output, LanError> {
+        self.run_message::<C>(&cmd.into(), retry).await
+    }
+
+    /// [`Session::run`] for a command already turned into its request
+    /// message (so that a caller can send it again in another session).
+    pub async fn run_message<C: Command>(
+        &mut self,
+        msg: &Message,
+        retry: Retry,
+    ) -> Result<C::Output, LanError> {
+        let rsp = self.request(msg, retry).await?;
+        // The crate's `IpmiCommand::handle_completion_code` is not consulted:
+        // no command of ipmi-rs-core 0.6 overrides it, and ours explain their
+        // codes through `Command::completion_meaning`.
+        if rsp.cc() != 0 {
+            let code = rsp.cc();
             return Err(LanError::Completion {
                 command: C::NAME,
                 code,
-                meaning: cmd
-                    .completion_meaning(code)
-                    .unwrap_or_else(|| completion_meaning(code)),
+                meaning: C::completion_meaning(code).unwrap_or_else(|| completion_meaning(code)),
             });
         }
-        Ok(cmd.decode(&rsp.data)?)
+        Ok(commands::decode::<C>(rsp.data())?)
     }
 
     /// Sends a request in the session, retransmitting with the same rqSeq and a
     /// new session sequence number, until an answer that passes every check.
-    pub async fn request(
-        &mut self,
-        req: &Request,
-        retry: Retry,
-    ) -> Result<message::Response, LanError> {
+    pub async fn request(&mut self, req: &Message, retry: Retry) -> Result<Response, LanError> {
         self.rq_seq = (self.rq_seq + 1) & 0x3f;
         let rq_seq = self.rq_seq;
         let msg = message::encode_request(req, rq_seq);
@@ -436,7 +463,7 @@ impl Session {
         let cmd = CloseSession {
             session_id: self.bmc_sid,
         };
-        match self.run(&cmd, retry).await {
+        match self.run(cmd, retry).await {
             Ok(()) | Err(LanError::Completion { code: 0x87, .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -449,9 +476,9 @@ fn accept_reply(
     sec: &Security,
     console_sid: u32,
     window: &mut SeqWindow,
-    req: &Request,
+    req: &Message,
     rq_seq: u8,
-) -> Option<message::Response> {
+) -> Option<Response> {
     let inb: Inbound = match packet::decode(d, sec) {
         Ok(i) => i,
         Err(e) => {
@@ -465,7 +492,10 @@ fn accept_reply(
     let rsp = message::decode_response(&inb.payload)
         .map_err(|e| tracing::debug!(error = %e, "dropped a response"))
         .ok()?;
-    if rsp.netfn != req.netfn | 1 || rsp.cmd != req.cmd || rsp.rq_seq != rq_seq {
+    if rsp.netfn_raw() != req.netfn_raw() | 1
+        || rsp.cmd() != req.cmd()
+        || rsp.seq() != i64::from(rq_seq)
+    {
         return None;
     }
     // Only now, for an authentic reply: a replayed sequence number is dropped.
@@ -486,6 +516,7 @@ mod tests {
         use super::super::commands::{
             GetBootFlags, GetChassisStatus, GetSystemRestartCause, SetSessionPrivilege,
         };
+        use ipmi_rs_core::app::GetDeviceId;
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x1a2b);
         let sec = Security {
@@ -521,10 +552,11 @@ mod tests {
             let _ = rakp::decode_open_session_response(&b);
             let _ = rakp::decode_rakp2(&b);
             let _ = rakp::decode_rakp4(&b);
-            let _ = GetChassisStatus.decode(&b);
-            let _ = GetBootFlags.decode(&b);
-            let _ = GetSystemRestartCause.decode(&b);
-            let _ = SetSessionPrivilege(Privilege::Administrator).decode(&b);
+            let _ = commands::decode::<GetChassisStatus>(&b);
+            let _ = commands::decode::<GetBootFlags>(&b);
+            let _ = commands::decode::<GetSystemRestartCause>(&b);
+            let _ = commands::decode::<SetSessionPrivilege>(&b);
+            let _ = commands::decode::<GetDeviceId>(&b);
             let _ = packet::decrypt(&[1; 16], &b);
         }
     }
