@@ -53,6 +53,9 @@ pub(crate) fn server(id: &str) -> ServerRecord {
         bmc_error: None,
         source: Source::Api,
         created_at: 1,
+        identity: None,
+        identity_read_at: None,
+        identity_error: None,
     }
 }
 
@@ -290,6 +293,7 @@ fn events_are_numbered_and_pruned() {
         task: None,
         action_id: None,
         cause: "sync".into(),
+        bmc_events: vec![],
     };
     for _ in 0..600 {
         store.append_event(ev.clone(), 100).unwrap();
@@ -337,6 +341,7 @@ fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
                             task: None,
                             action_id: Some(id.clone()),
                             cause: "test".into(),
+                            bmc_events: vec![],
                         },
                         retain: 1000,
                     },
