@@ -164,9 +164,13 @@ impl Engine {
                     h.inlet_celsius(),
                 ),
                 Err(e) => {
-                    self.settings
-                        .metrics
-                        .bmc_error(slot.rec.bmc.protocol.as_str(), e.kind());
+                    // A BMC (or a driver) without sensors is not failing:
+                    // the health poll would count it every pass.
+                    if !matches!(e, BmcError::Unsupported(_)) {
+                        self.settings
+                            .metrics
+                            .bmc_error(slot.rec.bmc.protocol.as_str(), e.kind());
+                    }
                     // A stale reading would be a lie: no series until the
                     // next good read.
                     self.settings.metrics.forget_server(server_id);

@@ -171,6 +171,8 @@ async fn health_reads_set_gauges_one_series_per_server_until_removed() {
         "{err:?}"
     );
     assert!(!gauges(&rig).contains("\"s1\""), "{}", gauges(&rig));
+    // Nor is it counted as a BMC error (the health poll asks every pass).
+    assert!(!rig.engine.render_metrics().contains("kind=\"unsupported\""));
 
     // Removed: its series go with it.
     rig.engine.remove_server(&admin(), "s2").await.unwrap();
