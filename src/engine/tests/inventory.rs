@@ -287,3 +287,16 @@ async fn an_event_log_that_hangs_holds_the_event_no_longer_than_the_bound() {
     assert_eq!(ev.power, PowerState::On);
     assert!(ev.bmc_events.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_finds_a_power_change_attaches_the_log_too() {
+    let rig = rig();
+    let fake = rig.enroll("s1", Power::On).await;
+    let mut events = rig.engine.subscribe_events();
+    fake.press_power_button();
+    let r = rig.engine.power_state(&admin(), "s1", true).await.unwrap();
+    assert_eq!(r.power, PowerState::Off);
+    let ev = events.recv().await.unwrap();
+    assert_eq!(ev.cause, "refresh");
+    assert_eq!(ev.bmc_events.len(), 2, "{ev:?}");
+}
