@@ -168,6 +168,12 @@ pub struct SyncSettings {
     pub max_concurrent: usize,
     /// Consecutive failed polls after which the power state becomes UNKNOWN.
     pub unknown_after_failures: u32,
+    /// Time between two reads of every BMC's sensors (the power draw and
+    /// inlet temperature gauges). `0s` turns the health poll off. It runs
+    /// between power passes with the same bound on concurrency and stops
+    /// when the next power pass is due, so it never delays one.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
 }
 
 impl Default for SyncSettings {
@@ -177,6 +183,7 @@ impl Default for SyncSettings {
             jitter: Duration::from_secs(3),
             max_concurrent: 16,
             unknown_after_failures: 3,
+            health_interval: Duration::from_secs(60),
         }
     }
 }
@@ -285,6 +292,7 @@ impl Config {
             ("timeouts.shutdown_grace", t.shutdown_grace),
             ("sync.interval", self.sync.interval),
             ("sync.jitter", self.sync.jitter),
+            ("sync.health_interval", self.sync.health_interval),
         ] {
             if d > MAX_DURATION {
                 return Err(format!(
@@ -447,6 +455,7 @@ mod tests {
         for (table, key) in [
             ("sync", "interval"),
             ("sync", "jitter"),
+            ("sync", "health_interval"),
             ("timeouts", "shutdown_grace"),
             ("timeouts", "soft_reboot"),
         ] {
@@ -460,6 +469,12 @@ mod tests {
         }
         let c = parse("[sync]\ninterval = \"24h\"\njitter = \"1day\"\n").unwrap();
         assert_eq!(c.sync.interval, MAX_DURATION);
+        assert_eq!(c.sync.health_interval, Duration::from_secs(60));
+        let c = parse("[sync]\nhealth_interval = \"0s\"\n").unwrap();
+        assert!(
+            c.sync.health_interval.is_zero(),
+            "0 turns the health poll off"
+        );
     }
 
     #[test]

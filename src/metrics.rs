@@ -1,5 +1,6 @@
 //! Prometheus metrics: what an operator graphs and alerts on.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,6 +23,14 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// One series per enrolled server at most; forgotten when it is removed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub server_id: String,
+}
+
+type ServerGauge = Family<ServerLabels, Gauge<f64, AtomicU64>>;
+
 type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
 
 fn action_buckets() -> Histogram {
@@ -43,6 +52,10 @@ pub struct Metrics {
     pub unreachable_bmcs: Gauge,
     /// Actions running now.
     pub in_flight_actions: Gauge,
+    /// Power draw per server (watts), from its last health read.
+    pub server_power_watts: ServerGauge,
+    /// Inlet temperature per server (degrees C), from its last health read.
+    pub server_inlet_celsius: ServerGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +103,18 @@ impl Metrics {
             "Actions running now",
             in_flight_actions.clone(),
         );
+        let server_power_watts = ServerGauge::default();
+        let server_inlet_celsius = ServerGauge::default();
+        registry.register(
+            "server_power_watts",
+            "Power draw of a server as its BMC read it at the last health read, in watts",
+            server_power_watts.clone(),
+        );
+        registry.register(
+            "server_inlet_celsius",
+            "Inlet temperature of a server as its BMC read it at the last health read, in degrees C",
+            server_inlet_celsius.clone(),
+        );
         Arc::new(Metrics {
             registry,
             actions,
@@ -98,6 +123,8 @@ impl Metrics {
             poll_seconds,
             unreachable_bmcs,
             in_flight_actions,
+            server_power_watts,
+            server_inlet_celsius,
         })
     }
 
@@ -107,6 +134,36 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// A server's gauges from a health read: a value the BMC did not give
+    /// has no series.
+    pub fn set_server_health(&self, server_id: &str, watts: Option<f64>, celsius: Option<f64>) {
+        let labels = ServerLabels {
+            server_id: server_id.to_string(),
+        };
+        for (family, value) in [
+            (&self.server_power_watts, watts),
+            (&self.server_inlet_celsius, celsius),
+        ] {
+            match value {
+                Some(v) => {
+                    family.get_or_create(&labels).set(v);
+                }
+                None => {
+                    family.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// Drops a server's series (removed, or its reading failed).
+    pub fn forget_server(&self, server_id: &str) {
+        let labels = ServerLabels {
+            server_id: server_id.to_string(),
+        };
+        self.server_power_watts.remove(&labels);
+        self.server_inlet_celsius.remove(&labels);
     }
 
     pub fn bmc_error(&self, protocol: &str, kind: &str) {
@@ -174,7 +231,13 @@ mod tests {
             })
             .inc();
         m.bmc_error("redfish", "timeout");
+        m.set_server_health("s1", Some(212.5), None);
         let text = m.encode();
+        assert!(
+            text.contains("rack_agent_server_power_watts{server_id=\"s1\"} 212.5"),
+            "{text}"
+        );
+        assert!(!text.contains("rack_agent_server_inlet_celsius{"), "{text}");
         for name in [
             "rack_agent_actions_total",
             "rack_agent_bmc_errors_total",
@@ -184,5 +247,32 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_server_has_one_series_at_most_and_none_once_forgotten() {
+        let m = Metrics::new();
+        m.set_server_health("s1", Some(100.0), Some(21.0));
+        m.set_server_health("s1", Some(120.0), Some(22.0));
+        m.set_server_health("s2", Some(90.0), Some(20.0));
+        let text = m.encode();
+        assert_eq!(
+            text.matches("rack_agent_server_power_watts{").count(),
+            2,
+            "{text}"
+        );
+        assert!(
+            text.contains("rack_agent_server_power_watts{server_id=\"s1\"} 120.0"),
+            "{text}"
+        );
+        m.forget_server("s1");
+        m.set_server_health("s2", None, Some(20.0));
+        let text = m.encode();
+        assert!(!text.contains("server_id=\"s1\""), "{text}");
+        assert!(!text.contains("rack_agent_server_power_watts{"), "{text}");
+        assert!(
+            text.contains("rack_agent_server_inlet_celsius{server_id=\"s2\"} 20.0"),
+            "{text}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bmc::{Power, Protocol, Secret};
+use crate::bmc::{BmcEvent, BmcIdentity, Power, Protocol, Secret};
 
 /// Milliseconds since the Unix epoch: how every timestamp is kept.
 pub type Millis = i64;
@@ -336,6 +336,21 @@ pub struct ServerRecord {
     pub bmc_error: Option<String>,
     pub source: Source,
     pub created_at: Millis,
+    /// Who the BMC and its system are, as last read successfully (kept when
+    /// a later read fails). `None` until read.
+    pub identity: Option<BmcIdentity>,
+    /// When `identity` was read.
+    pub identity_read_at: Option<Millis>,
+    /// Why the last identity read failed; `None` when it succeeded (or none
+    /// was tried yet).
+    pub identity_error: Option<String>,
+}
+
+impl ServerRecord {
+    /// Whether an identity read was ever tried (successfully or not).
+    pub fn identity_tried(&self) -> bool {
+        self.identity.is_some() || self.identity_error.is_some()
+    }
 }
 
 /// One step of an action, as it happened.
@@ -381,6 +396,9 @@ pub struct ServerEvent {
     pub task: Option<ActionKind>,
     pub action_id: Option<String>,
     pub cause: String,
+    /// For a power change no action caused: the BMC's event-log entries
+    /// logged around it (oldest first), where the BMC gave any in time.
+    pub bmc_events: Vec<BmcEvent>,
 }
 
 #[cfg(test)]

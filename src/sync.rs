@@ -1,6 +1,11 @@
 //! The power-state sync loop: polls every BMC on an interval with jitter and a
 //! bound on concurrency. What it finds goes through the engine, which persists
 //! and publishes a change (including one made behind the agent's back).
+//!
+//! Every `health_interval`, the gap after a power pass also reads every BMC's
+//! sensors (which sets the power-draw and inlet gauges), with the same bound
+//! on concurrency; what is still being read when the next power pass is due
+//! is dropped, and the pass goes on at once: health never delays power.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +13,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::debug;
+use tracing::{debug, info_span, Instrument};
 
 use crate::config::SyncSettings;
 use crate::engine::Engine;
@@ -16,6 +21,8 @@ use crate::engine::Engine;
 /// Polls until `stop` turns true.
 pub async fn run(engine: Arc<Engine>, settings: SyncSettings, mut stop: watch::Receiver<bool>) {
     let limit = Arc::new(Semaphore::new(settings.max_concurrent));
+    // The first health pass follows the first power pass.
+    let mut health_due = tokio::time::Instant::now();
     loop {
         // The interval is a period, from the start of one pass to the start
         // of the next: a pass over many slow BMCs does not stretch it (a
@@ -33,6 +40,14 @@ pub async fn run(engine: Arc<Engine>, settings: SyncSettings, mut stop: watch::R
             rand::rng().random_range(0..=jitter_ms)
         };
         let next = started + settings.interval + Duration::from_millis(extra);
+        let now = tokio::time::Instant::now();
+        if !settings.health_interval.is_zero() && now >= health_due && now < next {
+            health_due = now + settings.health_interval;
+            tokio::select! {
+                _ = health_all(&engine, &limit, next) => {}
+                _ = stop.changed() => return,
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = stop.changed() => return,
@@ -64,6 +79,42 @@ async fn poll_all(engine: &Arc<Engine>, limit: &Arc<Semaphore>) {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "sync pass done"
     );
+}
+
+/// Reads every server's sensors, at most `limit` at once, until `deadline`
+/// (the next power pass): reads still under way then are dropped.
+async fn health_all(engine: &Arc<Engine>, limit: &Arc<Semaphore>, deadline: tokio::time::Instant) {
+    let ids = engine.server_ids();
+    let mut set = JoinSet::new();
+    let work = async {
+        for id in &ids {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return;
+            };
+            let engine = engine.clone();
+            let span = info_span!("health_poll", server_id = %id);
+            let id = id.clone();
+            set.spawn(
+                async move {
+                    let _permit = permit;
+                    engine.poll_health(&id).await;
+                }
+                .instrument(span),
+            );
+        }
+        while set.join_next().await.is_some() {}
+    };
+    let finished = tokio::select! {
+        _ = work => true,
+        _ = tokio::time::sleep_until(deadline) => false,
+    };
+    if !finished {
+        debug!(
+            servers = ids.len(),
+            "health pass cut short: the next power pass is due"
+        );
+    }
+    // Dropping the set stops whatever is still being read.
 }
 
 #[cfg(test)]
@@ -159,7 +210,8 @@ mod tests {
             ..SyncSettings::default()
         };
         let fake = fakes.fake_for("s1");
-        let engine = engine_with_s1(&fakes, &sync, false).await;
+        // Verified at enrolment (its identity read then, not at the first pass).
+        let engine = engine_with_s1(&fakes, &sync, true).await;
         // A slow BMC: every read takes 4 s.
         fake.set_latency(Duration::from_secs(4));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -172,7 +224,45 @@ mod tests {
             .iter()
             .filter(|c| **c == crate::bmc::fake::FakeCall::PowerState)
             .count();
-        // Passes at 0, 10, ..., 100 s: 11 (a pause after each would give 8).
-        assert_eq!(reads, 11, "{:?}", fake.calls());
+        // The enrolment's read, then passes at 0, 10, ..., 100 s: 1 + 11 (a
+        // pause after each would give 8). The health reads between passes
+        // (at 8 s, cut short at 10 s; at 74 s) delay none of them.
+        assert_eq!(reads, 12, "{:?}", fake.calls());
+        let health = fake
+            .calls()
+            .iter()
+            .filter(|c| **c == crate::bmc::fake::FakeCall::Health)
+            .count();
+        assert_eq!(health, 2, "{:?}", fake.calls());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_health_poll_sets_the_gauges_and_can_be_turned_off() {
+        for (every, expect) in [(Duration::from_secs(60), true), (Duration::ZERO, false)] {
+            let fakes = Arc::new(FakeBmcFactory::new(FakeSettings::default()).unwrap());
+            let sync = SyncSettings {
+                interval: Duration::from_secs(10),
+                jitter: Duration::ZERO,
+                health_interval: every,
+                ..SyncSettings::default()
+            };
+            let engine = engine_with_s1(&fakes, &sync, true).await;
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(run(engine.clone(), sync, stop_rx));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop_tx.send(true).unwrap();
+            task.await.unwrap();
+            let text = engine.render_metrics();
+            assert_eq!(
+                text.contains("rack_agent_server_power_watts{server_id=\"s1\"} 180.0"),
+                expect,
+                "{text}"
+            );
+            assert_eq!(
+                text.contains("rack_agent_server_inlet_celsius{server_id=\"s1\"} 23.0"),
+                expect,
+                "{text}"
+            );
+        }
     }
 }

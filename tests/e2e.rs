@@ -1853,3 +1853,265 @@ async fn a_fleet_sweep_answers_each_server_or_says_why_not() {
         "{out:?}"
     );
 }
+
+/// `GET path` on the metrics listener: the body.
+fn http_body(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// Issue 10 over real sockets: the BMC identity on Server (read at the
+/// static servers' first poll, refreshed on request), GetServerHealth,
+/// ListBmcEvents, who may read them, a power-button press whose power
+/// change carries the BMC's log to watchers, the gauges on /metrics, and
+/// rackctl's show, health and events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_health_and_the_bmc_log_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", "rack-secret-0451");
+    let config = format!(
+        "[fake_bmc]\nenabled = true\nlatency = \"20ms\"\nno_inventory = [\"node-03\"]\npress_power_button = [\"node-02\"]\npress_power_button_after = \"3s\"\n\n\
+         [sync]\ninterval = \"300ms\"\njitter = \"50ms\"\n\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\n{}{}",
+        inventory("node", 3, "tenant-a"),
+        inventory("b", 1, "tenant-b")
+    );
+    let d = start_daemon(dir.path(), &config);
+    let mut c = d.client().await;
+    let get = |id: &str, refresh_identity: bool| pb::GetServerRequest {
+        id: id.into(),
+        refresh_identity,
+    };
+
+    // Identity: read at the first good poll of a static server.
+    let s = wait_server(&mut c, "node-01", Duration::from_secs(10), |s| {
+        s.identity.is_some()
+    })
+    .await;
+    let id = s.identity.unwrap();
+    assert_eq!(id.serial_number, "FAKE-node-01");
+    assert_eq!(id.ipmi_version, "2.0");
+    assert!(id.read_at.is_some() && id.error.is_empty(), "{id:?}");
+    let s = wait_server(&mut c, "node-03", Duration::from_secs(10), |s| {
+        s.identity.is_some()
+    })
+    .await;
+    assert_eq!(
+        s.identity.unwrap().error,
+        "the BMC offers no identity",
+        "a failed read is recorded"
+    );
+    let again = c
+        .get_server(admin(get("node-01", true)))
+        .await
+        .unwrap()
+        .into_inner()
+        .identity
+        .unwrap();
+    assert!(again.read_at.unwrap().seconds >= id.read_at.unwrap().seconds);
+    assert!(again.error.is_empty());
+
+    // Health, read now.
+    let h = c
+        .get_server_health(admin(pb::GetServerHealthRequest {
+            server_id: "node-01".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.server_id, "node-01");
+    assert_eq!((h.power_watts, h.inlet_celsius), (Some(180.0), Some(23.0)));
+    let inlet = h.sensors.iter().find(|s| s.name == "Inlet Temp").unwrap();
+    assert_eq!(inlet.kind, pb::SensorKind::Temperature as i32);
+    assert_eq!(inlet.status, pb::SensorStatus::Ok as i32);
+    assert_eq!(inlet.upper_critical, Some(45.0));
+    assert!(h.read_at.is_some() && h.problems.is_empty());
+    let err = c
+        .get_server_health(admin(pb::GetServerHealthRequest {
+            server_id: "node-03".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("node-03"), "{err:?}");
+
+    // Who may read them: the owner, not another project; the same answer
+    // as GetServer gives.
+    fn as_b<T>(m: T) -> tonic::Request<T> {
+        as_caller(m, "bob", "member", "tenant-b")
+    }
+    fn as_a<T>(m: T) -> tonic::Request<T> {
+        as_caller(m, "alice", "member", "tenant-a")
+    }
+    let denied = c.get_server(as_b(get("node-01", false))).await.unwrap_err();
+    let err = c
+        .get_server_health(as_b(pb::GetServerHealthRequest {
+            server_id: "node-01".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), denied.code());
+    let events = |id: &str, limit: u32| pb::ListBmcEventsRequest {
+        server_id: id.into(),
+        since: None,
+        limit,
+    };
+    let err = c
+        .list_bmc_events(as_b(events("node-02", 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), denied.code());
+    let err = c
+        .list_bmc_events(as_b(events("nope", 0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    c.get_server_health(as_a(pb::GetServerHealthRequest {
+        server_id: "node-01".into(),
+    }))
+    .await
+    .unwrap();
+    c.get_server_health(as_b(pb::GetServerHealthRequest {
+        server_id: "b-01".into(),
+    }))
+    .await
+    .unwrap();
+    // A limit beyond 1,000 is refused, naming it.
+    let err = c
+        .list_bmc_events(admin(events("node-02", 1001)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("limit"), "{err:?}");
+
+    // The power button of node-02 is pressed 3 s after start: watchers get
+    // the change with what the BMC logged. Seq 1 was node-01's first
+    // reading (above): from there, whenever the press came.
+    let mut stream = c
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec!["node-02".into()],
+            after_seq: 1,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let off = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = stream.next().await {
+            let ev = ev.unwrap();
+            if ev.power_state == pb::PowerState::Off as i32 {
+                return ev;
+            }
+        }
+        panic!("stream ended");
+    })
+    .await
+    .expect("node-02 went off within 20 s");
+    let words: Vec<&str> = off.bmc_events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(words, ["Power Button pressed", "Power Off / Power Down"]);
+    assert_eq!(off.bmc_events[0].sensor_type, "Button / Switch");
+    assert!(off.bmc_events[1].at.is_some());
+    assert_eq!(off.cause, "sync");
+    let mut resumed = c
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec!["node-02".into()],
+            after_seq: off.seq - 1,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = resumed.next().await.unwrap().unwrap();
+    assert_eq!(first, off, "a resumed watcher gets the same entries");
+    let log = c
+        .list_bmc_events(admin(events("node-02", 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(log.events.len(), 2);
+    let newest = c
+        .list_bmc_events(admin(events("node-02", 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(newest.events[0].event, "Power Off / Power Down");
+    let later = c
+        .list_bmc_events(admin(pb::ListBmcEventsRequest {
+            server_id: "node-02".into(),
+            since: Some(prost_types::Timestamp {
+                seconds: off.bmc_events[1].at.unwrap().seconds + 3600,
+                nanos: 0,
+            }),
+            limit: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(later.events.is_empty());
+
+    // The gauges: one series per server whose BMC gives a value.
+    let maddr = d.logged_addr("metrics at /metrics", Duration::from_secs(5));
+    let text = http_body(maddr, "/metrics");
+    assert!(
+        text.contains("rack_agent_server_power_watts{server_id=\"node-01\"} 180.0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rack_agent_server_inlet_celsius{server_id=\"node-01\"} 23.0"),
+        "{text}"
+    );
+    assert!(!text.contains("server_id=\"node-03\""), "{text}");
+    assert!(text.matches("rack_agent_server_power_watts{").count() <= 4);
+
+    // rackctl.
+    let out = d.rackctl(&["show", "node-01", "--refresh-identity"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("identity   read"),
+        "{text}"
+    );
+    assert!(text.contains("serial   FAKE-node-01"), "{text}");
+    let out = d.rackctl(&["show", "node-03"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("error    the BMC offers no identity"),
+        "{text}"
+    );
+    let out = d.rackctl(&["health", "node-01"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Inlet Temp") && l.contains("23 degrees C")),
+        "{text}"
+    );
+    let h = json(&d.rackctl(&["-o", "json", "health", "node-01"]));
+    assert_eq!(h["power_watts"], 180.0);
+    let ev = json(&d.rackctl(&["-o", "json", "events", "node-02", "--since", "1h"]));
+    assert_eq!(ev.as_array().unwrap().len(), 2, "{ev}");
+    assert_eq!(ev[0]["event"], "Power Button pressed");
+    let out = d.rackctl(&["events", "node-02", "--limit", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Power Unit"),
+        "{text}"
+    );
+    assert!(!text.contains("Power Button pressed"), "{text}");
+    let out = d.rackctl(&["events", "node-02", "--since", "yesterday-ish"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+    let out = d.rackctl(&["events", "node-02", "--limit", "5000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidArgument"));
+    let out = d.rackctl(&["health", "node-03"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unimplemented"));
+    // No credential anywhere in what was said.
+    assert!(!d.log().contains("rack-secret-0451"));
+}

@@ -3,7 +3,7 @@
 
 use prost_types::Timestamp;
 
-use crate::bmc::{Protocol, Secret};
+use crate::bmc::{self, Protocol, Secret};
 use crate::engine::{ActionRequest, BootSource, EngineError, EnrollRequest, PowerReading};
 use crate::model::{self, *};
 use crate::proto as pb;
@@ -116,7 +116,92 @@ pub fn server(r: &ServerRecord) -> pb::Server {
         bmc_error: r.bmc_error.clone().unwrap_or_default(),
         source: r.source.as_str().to_string(),
         created_at: Some(ts(r.created_at)),
-        identity: None,
+        identity: identity(r),
+    }
+}
+
+/// The identity as last read, with the last read's error; unset when no
+/// read was tried yet.
+fn identity(r: &ServerRecord) -> Option<pb::BmcIdentity> {
+    if !r.identity_tried() {
+        return None;
+    }
+    let id = r.identity.clone().unwrap_or_default();
+    let s = |v: Option<String>| v.unwrap_or_default();
+    Some(pb::BmcIdentity {
+        bmc_manufacturer: s(id.bmc_manufacturer),
+        bmc_model: s(id.bmc_model),
+        firmware_version: s(id.firmware_version),
+        ipmi_version: s(id.ipmi_version),
+        system_manufacturer: s(id.system_manufacturer),
+        system_model: s(id.system_model),
+        serial_number: s(id.serial_number),
+        bios_version: s(id.bios_version),
+        read_at: opt_ts(r.identity_read_at),
+        error: r.identity_error.clone().unwrap_or_default(),
+    })
+}
+
+fn sensor_kind(k: bmc::SensorKind) -> pb::SensorKind {
+    match k {
+        bmc::SensorKind::Temperature => pb::SensorKind::Temperature,
+        bmc::SensorKind::Fan => pb::SensorKind::Fan,
+        bmc::SensorKind::Voltage => pb::SensorKind::Voltage,
+        bmc::SensorKind::Current => pb::SensorKind::Current,
+        bmc::SensorKind::Power => pb::SensorKind::Power,
+        bmc::SensorKind::Other => pb::SensorKind::Other,
+    }
+}
+
+fn sensor_status(s: bmc::SensorStatus) -> pb::SensorStatus {
+    match s {
+        bmc::SensorStatus::Ok => pb::SensorStatus::Ok,
+        bmc::SensorStatus::Warning => pb::SensorStatus::Warning,
+        bmc::SensorStatus::Critical => pb::SensorStatus::Critical,
+        bmc::SensorStatus::Unavailable => pb::SensorStatus::Unavailable,
+    }
+}
+
+pub fn health(server_id: &str, h: &bmc::Health, at: Millis) -> pb::ServerHealth {
+    pb::ServerHealth {
+        server_id: server_id.to_string(),
+        read_at: Some(ts(at)),
+        sensors: h
+            .sensors
+            .iter()
+            .map(|s| pb::Sensor {
+                name: s.name.clone(),
+                kind: sensor_kind(s.kind) as i32,
+                value: s.value,
+                unit: s.unit.clone(),
+                status: sensor_status(s.status) as i32,
+                lower_critical: s.thresholds.lower_critical,
+                lower_warning: s.thresholds.lower_warning,
+                upper_warning: s.thresholds.upper_warning,
+                upper_critical: s.thresholds.upper_critical,
+                context: s.context.clone().unwrap_or_default(),
+            })
+            .collect(),
+        problems: h.problems.clone(),
+        power_watts: h.power_watts(),
+        inlet_celsius: h.inlet_celsius(),
+    }
+}
+
+pub fn bmc_event(e: &bmc::BmcEvent) -> pb::BmcEvent {
+    pb::BmcEvent {
+        id: e.id.clone(),
+        at: e.at.map(|s| Timestamp {
+            seconds: s,
+            nanos: 0,
+        }),
+        sensor_type: e.sensor_type.clone(),
+        sensor: e.sensor.clone(),
+        event: e.event.clone(),
+        direction: e.direction.clone(),
+        severity: e.severity.clone(),
+        message: e.message.clone(),
+        raw: e.raw.clone(),
     }
 }
 
@@ -162,7 +247,7 @@ pub fn event(e: &ServerEvent) -> pb::ServerEvent {
         task: e.task.map(|t| t.as_str().to_string()).unwrap_or_default(),
         action_id: e.action_id.clone().unwrap_or_default(),
         cause: e.cause.clone(),
-        bmc_events: vec![],
+        bmc_events: e.bmc_events.iter().map(bmc_event).collect(),
     }
 }
 
@@ -315,6 +400,17 @@ pub fn page_size(n: u32) -> usize {
     }
 }
 
+/// ListBmcEvents' limit: 0 means 100; more than 1,000 is refused.
+pub fn bmc_event_limit(n: u32) -> Result<usize, EngineError> {
+    match n {
+        0 => Ok(100),
+        n if n > 1000 => Err(invalid(format!(
+            "limit {n} is too large; at most 1000 entries per call"
+        ))),
+        n => Ok(n as usize),
+    }
+}
+
 pub fn action_page_token(t: &str) -> Result<Option<i64>, EngineError> {
     if t.is_empty() {
         return Ok(None);
@@ -416,6 +512,14 @@ mod tests {
     }
 
     #[test]
+    fn the_event_limit_defaults_and_is_bounded() {
+        assert_eq!(bmc_event_limit(0).unwrap(), 100);
+        assert_eq!(bmc_event_limit(1000).unwrap(), 1000);
+        let m = bmc_event_limit(1001).unwrap_err().to_string();
+        assert!(m.contains("limit 1001") && m.contains("1000"), "{m}");
+    }
+
+    #[test]
     fn timestamps_keep_milliseconds() {
         assert_eq!(
             ts(1_500),
@@ -456,6 +560,9 @@ mod tests {
             bmc_error: None,
             source: Source::Api,
             created_at: 0,
+            identity: None,
+            identity_read_at: None,
+            identity_error: None,
         };
         let wire = format!("{:?}", server(&rec));
         assert!(!wire.contains("hunter2"));

@@ -80,11 +80,14 @@ impl RackAgent for Service {
         req: Request<pb::GetServerRequest>,
     ) -> Result<Response<pb::Server>, Status> {
         let (caller, engine) = self.begin(&req)?;
-        let id = req.into_inner().id;
-        checked_id("id", &id)?;
-        Ok(Response::new(convert::server(
-            &engine.get_server(&caller, &id)?,
-        )))
+        let r = req.into_inner();
+        checked_id("id", &r.id)?;
+        let rec = if r.refresh_identity {
+            engine.refresh_identity(&caller, &r.id).await?
+        } else {
+            engine.get_server(&caller, &r.id)?
+        };
+        Ok(Response::new(convert::server(&rec)))
     }
 
     async fn list_servers(
@@ -329,20 +332,31 @@ impl RackAgent for Service {
 
     async fn get_server_health(
         &self,
-        _req: Request<pb::GetServerHealthRequest>,
+        req: Request<pb::GetServerHealthRequest>,
     ) -> Result<Response<pb::ServerHealth>, Status> {
-        Err(Status::unimplemented(
-            "GetServerHealth is being built (issue 10)",
-        ))
+        let (caller, engine) = self.begin(&req)?;
+        let r = req.into_inner();
+        checked_id("server_id", &r.server_id)?;
+        let (health, at) = engine.server_health(&caller, &r.server_id).await?;
+        Ok(Response::new(convert::health(&r.server_id, &health, at)))
     }
 
     async fn list_bmc_events(
         &self,
-        _req: Request<pb::ListBmcEventsRequest>,
+        req: Request<pb::ListBmcEventsRequest>,
     ) -> Result<Response<pb::ListBmcEventsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListBmcEvents is being built (issue 10)",
-        ))
+        let (caller, engine) = self.begin(&req)?;
+        let r = req.into_inner();
+        checked_id("server_id", &r.server_id)?;
+        let limit = convert::bmc_event_limit(r.limit)?;
+        let since = r.since.map(|t| t.seconds);
+        let events = engine
+            .bmc_events(&caller, &r.server_id, since, limit)
+            .await?;
+        Ok(Response::new(pb::ListBmcEventsResponse {
+            server_id: r.server_id,
+            events: events.iter().map(convert::bmc_event).collect(),
+        }))
     }
 
     async fn get_power_states(

@@ -37,6 +37,11 @@ pub fn code_of(err: &EngineError) -> Code {
         EngineError::AlreadyExists { .. } => Code::AlreadyExists,
         EngineError::Conflict(_) => Code::FailedPrecondition,
         EngineError::Bmc { source, .. } if source.is_unavailable() => Code::Unavailable,
+        // The BMC offers no such thing (no sensors, no event log).
+        EngineError::Bmc {
+            source: BmcError::Unsupported(_),
+            ..
+        } => Code::Unimplemented,
         // The BMC answered and refused (credentials, unsupported), or its
         // settings need the operator (a system_id to choose): the request
         // cannot succeed as it is.
@@ -311,6 +316,27 @@ mod tests {
         });
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert!(s.message().contains("system_id"), "{}", s.message());
+    }
+
+    #[test]
+    fn what_the_bmc_does_not_offer_is_unimplemented_and_a_refusal_a_failed_precondition() {
+        let s = status(EngineError::Bmc {
+            server: "s1".into(),
+            bmc: "b".into(),
+            source: BmcError::Unsupported("sensors".into()),
+        });
+        assert_eq!(s.code(), Code::Unimplemented);
+        assert!(
+            s.message().contains("does not support sensors"),
+            "{}",
+            s.message()
+        );
+        let s = status(EngineError::Bmc {
+            server: "s1".into(),
+            bmc: "b".into(),
+            source: BmcError::Refused("no".into()),
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
     }
 
     #[test]

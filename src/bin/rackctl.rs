@@ -7,7 +7,7 @@
 
 use std::io::Read;
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rack_agent::proto as pb;
@@ -59,8 +59,27 @@ enum Output {
 enum Cmd {
     /// List servers.
     Servers,
-    /// Show one server.
-    Show { server: String },
+    /// Show one server (with its BMC's identity as last read).
+    Show {
+        server: String,
+        /// Read the BMC's identity again now.
+        #[arg(long)]
+        refresh_identity: bool,
+    },
+    /// Read every sensor of a server's BMC now (temperatures, fans,
+    /// voltages, power draw), with thresholds and status.
+    Health { server: String },
+    /// The BMC's event log (IPMI SEL, Redfish log entries), oldest first.
+    Events {
+        server: String,
+        /// Only entries logged since then: an RFC 3339 time
+        /// (2026-11-26T04:00:00Z) or a duration ago (10m, 2h, 1day).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<SystemTime>,
+        /// At most this many, the newest (default 100, at most 1000).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
     /// Enrol a server.
     Enroll {
         id: String,
@@ -192,6 +211,22 @@ struct ActionOpts {
     /// Wait until the action ends; exit 4 unless it SUCCEEDED.
     #[arg(long)]
     wait: bool,
+}
+
+/// `--since`: an RFC 3339 time, or a duration counted back from now.
+fn parse_since(s: &str) -> Result<SystemTime, String> {
+    use humantime_serde::re::humantime;
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => SystemTime::now()
+            .checked_sub(d)
+            .ok_or_else(|| format!("{s:?} reaches back before 1970")),
+        Err(_) => Err(format!(
+            "{s:?} is neither an RFC 3339 time (2026-11-26T04:00:00Z) nor a duration ago (10m, 2h)"
+        )),
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -381,12 +416,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Cmd::Show { server } => {
+        Cmd::Show {
+            server,
+            refresh_identity,
+        } => {
             let s = ctl
                 .client
                 .get_server(ctl.req(pb::GetServerRequest {
                     id: server,
-                    refresh_identity: false,
+                    refresh_identity,
                 }))
                 .await?
                 .into_inner();
@@ -394,6 +432,66 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{}", server_json(&s));
             } else {
                 print_server(&s);
+            }
+        }
+        Cmd::Health { server } => {
+            let h = ctl
+                .client
+                .get_server_health(ctl.req(pb::GetServerHealthRequest { server_id: server }))
+                .await?
+                .into_inner();
+            if ctl.json {
+                println!("{}", health_json(&h));
+            } else {
+                print_health(&h);
+            }
+        }
+        Cmd::Events {
+            server,
+            since,
+            limit,
+        } => {
+            let since = since.map(|t| {
+                let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                prost_types::Timestamp {
+                    seconds: secs as i64,
+                    nanos: 0,
+                }
+            });
+            let r = ctl
+                .client
+                .list_bmc_events(ctl.req(pb::ListBmcEventsRequest {
+                    server_id: server,
+                    since,
+                    limit,
+                }))
+                .await?
+                .into_inner();
+            if ctl.json {
+                println!(
+                    "{}",
+                    Value::Array(r.events.iter().map(bmc_event_json).collect())
+                );
+            } else {
+                println!(
+                    "{:<8} {:<24} {:<18} {:<16} {:<10} EVENT",
+                    "ID", "AT", "TYPE", "SENSOR", "SEVERITY"
+                );
+                for e in &r.events {
+                    println!(
+                        "{:<8} {:<24} {:<18} {:<16} {:<10} {}",
+                        e.id,
+                        time(&e.at),
+                        e.sensor_type,
+                        e.sensor,
+                        if e.severity.is_empty() {
+                            "-"
+                        } else {
+                            &e.severity
+                        },
+                        bmc_event_words(e)
+                    );
+                }
             }
         }
         Cmd::Enroll {
@@ -641,6 +739,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         if ev.task.is_empty() { "-" } else { &ev.task },
                         ev.cause
                     );
+                    for e in &ev.bmc_events {
+                        println!(
+                            "        bmc log {} {} {}: {}",
+                            e.id,
+                            time(&e.at),
+                            e.sensor_type,
+                            bmc_event_words(e)
+                        );
+                    }
                 }
                 seen += 1;
                 if count.is_some_and(|c| seen >= c) {
@@ -779,6 +886,90 @@ fn print_server(s: &pb::Server) {
         println!("bmc error  {}", s.bmc_error);
     }
     println!("source     {}", s.source);
+    match &s.identity {
+        None => println!("identity   (not read yet)"),
+        Some(id) => {
+            let rows = [
+                ("bmc", join(&[&id.bmc_manufacturer, &id.bmc_model])),
+                ("firmware", id.firmware_version.clone()),
+                ("ipmi", id.ipmi_version.clone()),
+                ("system", join(&[&id.system_manufacturer, &id.system_model])),
+                ("serial", id.serial_number.clone()),
+                ("bios", id.bios_version.clone()),
+            ];
+            println!("identity   read {}", time(&id.read_at));
+            for (k, v) in rows.iter().filter(|(_, v)| !v.is_empty()) {
+                println!("  {k:<9}{v}");
+            }
+            if !id.error.is_empty() {
+                println!("  error    {}", id.error);
+            }
+        }
+    }
+}
+
+/// The non-empty parts, space-separated.
+fn join(parts: &[&String]) -> String {
+    parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A reading in its unit, or "-" when there is none.
+fn reading(v: Option<f64>, unit: &str) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if unit.is_empty() => format!("{v}"),
+        Some(v) => format!("{v} {unit}"),
+    }
+}
+
+fn print_health(h: &pb::ServerHealth) {
+    println!(
+        "{} sensors read {} (power {}, inlet {})",
+        h.server_id,
+        time(&h.read_at),
+        reading(h.power_watts, "W"),
+        reading(h.inlet_celsius, "degrees C")
+    );
+    println!(
+        "{:<24} {:<12} {:<18} {:<12} THRESHOLDS (lc lw uw uc)",
+        "NAME", "KIND", "VALUE", "STATUS"
+    );
+    for s in &h.sensors {
+        let t = |v: Option<f64>| v.map_or("-".to_string(), |v| v.to_string());
+        println!(
+            "{:<24} {:<12} {:<18} {:<12} {} {} {} {}",
+            s.name,
+            short(sensor_kind_name(s.kind), "SENSOR_KIND_"),
+            reading(s.value, &s.unit),
+            short(sensor_status_name(s.status), "SENSOR_STATUS_"),
+            t(s.lower_critical),
+            t(s.lower_warning),
+            t(s.upper_warning),
+            t(s.upper_critical)
+        );
+    }
+    if !h.problems.is_empty() {
+        println!("problems:");
+        for p in &h.problems {
+            println!("  {p}");
+        }
+    }
+}
+
+/// What an event-log entry says: its message, else its event and direction.
+fn bmc_event_words(e: &pb::BmcEvent) -> String {
+    if !e.message.is_empty() {
+        e.message.clone()
+    } else if e.direction.is_empty() {
+        e.event.clone()
+    } else {
+        format!("{} ({})", e.event, e.direction)
+    }
 }
 
 fn short(name: &str, prefix: &str) -> String {
@@ -804,6 +995,8 @@ wire_name!(
     phase_name: pb::StepPhase,
     event_name: pb::EventKind,
     proto_name: pb::BmcProtocol,
+    sensor_kind_name: pb::SensorKind,
+    sensor_status_name: pb::SensorStatus,
 );
 
 fn time(t: &Option<prost_types::Timestamp>) -> String {
@@ -840,6 +1033,54 @@ fn server_json(s: &pb::Server) -> Value {
         "locked_by_admin": s.locked_by_admin,
         "bmc_error": s.bmc_error,
         "source": s.source,
+        "identity": s.identity.as_ref().map(|id| json!({
+            "bmc_manufacturer": id.bmc_manufacturer,
+            "bmc_model": id.bmc_model,
+            "firmware_version": id.firmware_version,
+            "ipmi_version": id.ipmi_version,
+            "system_manufacturer": id.system_manufacturer,
+            "system_model": id.system_model,
+            "serial_number": id.serial_number,
+            "bios_version": id.bios_version,
+            "read_at": time(&id.read_at),
+            "error": id.error,
+        })),
+    })
+}
+
+fn health_json(h: &pb::ServerHealth) -> Value {
+    json!({
+        "server_id": h.server_id,
+        "read_at": time(&h.read_at),
+        "power_watts": h.power_watts,
+        "inlet_celsius": h.inlet_celsius,
+        "sensors": h.sensors.iter().map(|s| json!({
+            "name": s.name,
+            "kind": short(sensor_kind_name(s.kind), "SENSOR_KIND_"),
+            "value": s.value,
+            "unit": s.unit,
+            "status": short(sensor_status_name(s.status), "SENSOR_STATUS_"),
+            "lower_critical": s.lower_critical,
+            "lower_warning": s.lower_warning,
+            "upper_warning": s.upper_warning,
+            "upper_critical": s.upper_critical,
+            "context": s.context,
+        })).collect::<Vec<_>>(),
+        "problems": h.problems,
+    })
+}
+
+fn bmc_event_json(e: &pb::BmcEvent) -> Value {
+    json!({
+        "id": e.id,
+        "at": time(&e.at),
+        "sensor_type": e.sensor_type,
+        "sensor": e.sensor,
+        "event": e.event,
+        "direction": e.direction,
+        "severity": e.severity,
+        "message": e.message,
+        "raw": e.raw,
     })
 }
 
@@ -877,6 +1118,7 @@ fn event_json(e: &pb::ServerEvent) -> Value {
         "task": e.task,
         "action_id": e.action_id,
         "cause": e.cause,
+        "bmc_events": e.bmc_events.iter().map(bmc_event_json).collect::<Vec<_>>(),
     })
 }
 

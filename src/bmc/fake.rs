@@ -13,6 +13,11 @@
 //! commands a BMC received across a daemon crash, and the fake's power state
 //! survives a restart of the daemon the way a real machine's does.
 //!
+//! Beyond power, a fake tells who it is (an identity), what its sensors read
+//! (made up from its power unless set), and keeps an event log like a SEL:
+//! [`FakeBmc::press_power_button`] turns the power off behind the agent's
+//! back and logs what a real BMC logs then. Each can be made unsupported.
+//!
 //! A BMC does one thing at a time: the fake counts the calls in progress, and
 //! a call that begins while another is still in progress is an *overlap*,
 //! counted ([`FakeBmc::overlaps`]) and written to the journal as a line
@@ -29,8 +34,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{
-    Bmc, BmcError, BmcFactory, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp,
-    RestartMarker, SharedBmc,
+    Bmc, BmcError, BmcEvent, BmcFactory, BmcIdentity, BootDevice, Capabilities, Endpoint, Health,
+    Observation, Power, PowerOp, RestartMarker, SensorKind, SensorReading, SensorStatus, SharedBmc,
+    Thresholds,
 };
 
 /// Calls each fake keeps for [`FakeBmc::calls`], the newest; older ones are
@@ -72,6 +78,16 @@ pub struct FakeSettings {
     /// Servers whose BMC answers every command with an error.
     #[serde(default)]
     pub fail: Vec<String>,
+    /// Servers whose BMC offers no identity, no sensors and no event log
+    /// (each read answers "not supported").
+    #[serde(default)]
+    pub no_inventory: Vec<String>,
+    /// Servers whose power button is pressed once, `press_power_button_after`
+    /// after their fake is made: power goes off and the event log says why.
+    #[serde(default)]
+    pub press_power_button: Vec<String>,
+    #[serde(default = "default_press_after", with = "humantime_serde")]
+    pub press_power_button_after: Duration,
     /// Append every command here before it takes effect; replayed at start.
     /// Default (in the daemon): `fake-bmc.journal` in the state directory.
     /// A missing directory is created.
@@ -84,6 +100,9 @@ fn default_latency() -> Duration {
 }
 fn default_power() -> Power {
     Power::On
+}
+fn default_press_after() -> Duration {
+    Duration::from_secs(2)
 }
 
 impl FakeSettings {
@@ -108,6 +127,9 @@ impl Default for FakeSettings {
             effect_delay: Duration::ZERO,
             hang: Vec::new(),
             fail: Vec::new(),
+            no_inventory: Vec::new(),
+            press_power_button: Vec::new(),
+            press_power_button_after: default_press_after(),
             journal: None,
         }
     }
@@ -122,6 +144,9 @@ pub enum FakeCall {
     SetBootOnce(BootDevice),
     InsertMedia(String),
     EjectMedia,
+    Identity,
+    Health,
+    Events { since: Option<i64>, limit: usize },
     Close,
 }
 
@@ -149,6 +174,20 @@ struct FakeState {
     busy: u32,
     /// Calls that began while another was in progress.
     overlaps: u64,
+    /// What `identity()` answers; `None`: not supported.
+    identity: Option<BmcIdentity>,
+    /// Whether the BMC offers sensors.
+    sensors: bool,
+    /// Sensors as set by a test; `None`: made up from the power.
+    health: Option<Health>,
+    /// Whether the BMC offers an event log.
+    log_offered: bool,
+    /// The event log, oldest first.
+    log: Vec<BmcEvent>,
+    /// Record ids given so far.
+    log_ids: u32,
+    /// Event-log reads never answer (the rest does).
+    log_hang: bool,
 }
 
 /// One fake BMC.
@@ -203,6 +242,14 @@ impl FakeBmc {
                 power_counts: Vec::new(),
                 busy: 0,
                 overlaps: 0,
+                identity: (!settings.no_inventory.iter().any(|s| s == server_id))
+                    .then(|| default_identity(server_id)),
+                sensors: !settings.no_inventory.iter().any(|s| s == server_id),
+                health: None,
+                log_offered: !settings.no_inventory.iter().any(|s| s == server_id),
+                log: Vec::new(),
+                log_ids: 0,
+                log_hang: false,
             })),
             journal: None,
         }
@@ -279,6 +326,67 @@ impl FakeBmc {
         self.lock().boots
     }
 
+    /// Set the identity; `None`: the BMC offers none.
+    pub fn set_identity(&self, identity: Option<BmcIdentity>) {
+        self.lock().identity = identity;
+    }
+    /// Set what the sensors read (else made up from the power).
+    pub fn set_health(&self, health: Health) {
+        let mut st = self.lock();
+        st.health = Some(health);
+        st.sensors = true;
+    }
+    /// Whether the BMC offers sensors at all.
+    pub fn set_sensors_offered(&self, offered: bool) {
+        self.lock().sensors = offered;
+    }
+    /// Whether the BMC offers an event log at all.
+    pub fn set_event_log_offered(&self, offered: bool) {
+        self.lock().log_offered = offered;
+    }
+    /// Event-log reads never answer (every other call still does).
+    pub fn set_event_log_hang(&self, hang: bool) {
+        self.lock().log_hang = hang;
+    }
+    /// Appends an entry to the event log; its `id` is replaced by the next
+    /// record id ("0x0001", ...), which is returned.
+    pub fn log_event(&self, mut event: BmcEvent) -> String {
+        let mut st = self.lock();
+        st.log_ids += 1;
+        event.id = format!("0x{:04x}", st.log_ids);
+        st.log.push(event);
+        format!("0x{:04x}", st.log_ids)
+    }
+    /// The event log, oldest first.
+    pub fn event_log(&self) -> Vec<BmcEvent> {
+        self.lock().log.clone()
+    }
+    /// Someone pressed the power button: the power goes off behind the
+    /// agent's back, and the BMC logs it the way a SEL does (the button
+    /// press, then the power unit's power down), stamped now.
+    pub fn press_power_button(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.lock().power = Power::Off;
+        for (sensor_type, sensor, event) in [
+            ("Button / Switch", "Power Button", "Power Button pressed"),
+            ("Power Unit", "Power Unit", "Power Off / Power Down"),
+        ] {
+            self.log_event(BmcEvent {
+                id: String::new(),
+                at: Some(now),
+                sensor_type: sensor_type.into(),
+                sensor: sensor.into(),
+                event: event.into(),
+                direction: "asserted".into(),
+                severity: "ok".into(),
+                message: format!("{sensor_type} {sensor}: {event} (asserted)"),
+                raw: String::new(),
+            });
+        }
+    }
+
     /// Calls that began while another call to this BMC was in progress.
     pub fn overlaps(&self) -> u64 {
         self.lock().overlaps
@@ -319,6 +427,78 @@ impl FakeBmc {
         }
         tokio::time::sleep(latency).await;
         Ok(busy)
+    }
+}
+
+/// What a fake says it is, unless told otherwise.
+fn default_identity(server_id: &str) -> BmcIdentity {
+    BmcIdentity {
+        bmc_manufacturer: Some("rack-agent".into()),
+        bmc_model: Some("fake BMC".into()),
+        firmware_version: Some("1.0.0".into()),
+        ipmi_version: Some("2.0".into()),
+        system_manufacturer: Some("Fake Systems".into()),
+        system_model: Some("FS-1".into()),
+        serial_number: Some(format!("FAKE-{server_id}")),
+        bios_version: Some("1.0".into()),
+    }
+}
+
+/// Sensors made up from the power: a server that is on draws 180 W and
+/// spins its fan; one that is off draws standby power.
+fn made_up_health(power: Power) -> Health {
+    let on = power == Power::On;
+    let sensor =
+        |name: &str, kind, value, unit: &str, context: Option<&str>, t: Thresholds| SensorReading {
+            name: name.into(),
+            kind,
+            value: Some(value),
+            unit: unit.into(),
+            status: SensorStatus::Ok,
+            thresholds: t,
+            context: context.map(Into::into),
+        };
+    let upper = |w, c| Thresholds {
+        upper_warning: Some(w),
+        upper_critical: Some(c),
+        ..Thresholds::default()
+    };
+    Health {
+        sensors: vec![
+            sensor(
+                "Inlet Temp",
+                SensorKind::Temperature,
+                23.0,
+                "degrees C",
+                Some("Intake"),
+                upper(40.0, 45.0),
+            ),
+            sensor(
+                "CPU Temp",
+                SensorKind::Temperature,
+                if on { 48.0 } else { 24.0 },
+                "degrees C",
+                Some("CPU"),
+                upper(85.0, 95.0),
+            ),
+            sensor(
+                "Fan1",
+                SensorKind::Fan,
+                if on { 5400.0 } else { 0.0 },
+                "RPM",
+                None,
+                Thresholds::default(),
+            ),
+            sensor(
+                "Pwr Consumption",
+                SensorKind::Power,
+                if on { 180.0 } else { 8.0 },
+                "Watts",
+                Some("PowerSupply"),
+                Thresholds::default(),
+            ),
+        ],
+        problems: Vec::new(),
     }
 }
 
@@ -443,6 +623,48 @@ impl Bmc for FakeBmc {
         let _busy = self.enter(FakeCall::EjectMedia).await?;
         self.lock().media = None;
         Ok(())
+    }
+
+    async fn identity(&self) -> Result<BmcIdentity, BmcError> {
+        let _busy = self.enter(FakeCall::Identity).await?;
+        // Bound first: a guard in the tail expression would outlive `_busy`,
+        // whose drop takes the same lock.
+        let identity = self.lock().identity.clone();
+        identity.ok_or_else(|| BmcError::Unsupported("identity (fake BMC)".into()))
+    }
+
+    async fn health(&self) -> Result<Health, BmcError> {
+        let _busy = self.enter(FakeCall::Health).await?;
+        let st = self.lock();
+        if !st.sensors {
+            return Err(BmcError::Unsupported("sensors (fake BMC)".into()));
+        }
+        Ok(st
+            .health
+            .clone()
+            .unwrap_or_else(|| made_up_health(st.power)))
+    }
+
+    async fn events(&self, since: Option<i64>, limit: usize) -> Result<Vec<BmcEvent>, BmcError> {
+        let _busy = self.enter(FakeCall::Events { since, limit }).await?;
+        let hang = self.lock().log_hang;
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        let st = self.lock();
+        if !st.log_offered {
+            return Err(BmcError::Unsupported("the event log (fake BMC)".into()));
+        }
+        let found: Vec<&BmcEvent> = st
+            .log
+            .iter()
+            .filter(|e| match (since, e.at) {
+                (Some(since), Some(at)) => at >= since,
+                _ => true,
+            })
+            .collect();
+        let skip = found.len().saturating_sub(limit);
+        Ok(found.into_iter().skip(skip).cloned().collect())
     }
 
     async fn close(&self) {
@@ -572,7 +794,22 @@ impl BmcFactory for FakeBmcFactory {
                     .unwrap_or((self.settings.initial_power, 0));
                 let mut fake = FakeBmc::with_boots(server_id, &self.settings, power, boots);
                 fake.journal = self.journal.clone();
-                Arc::new(fake)
+                let fake = Arc::new(fake);
+                if self
+                    .settings
+                    .press_power_button
+                    .iter()
+                    .any(|s| s == server_id)
+                {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let (fake, after) = (fake.clone(), self.settings.press_power_button_after);
+                        rt.spawn(async move {
+                            tokio::time::sleep(after).await;
+                            fake.press_power_button();
+                        });
+                    }
+                }
+                fake
             })
             .clone();
         Ok(fake)
@@ -607,6 +844,79 @@ mod tests {
         assert_eq!(fake.count(PowerOp::HardReset), CALLS_KEPT);
         assert_eq!(fake.count(PowerOp::ForceOff), 1);
         assert_eq!(fake.count(PowerOp::On), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn inventory_reads_are_recorded_and_can_be_unsupported() {
+        let fake = FakeBmc::new("s1", &FakeSettings::default(), Power::On);
+        let id = fake.identity().await.unwrap();
+        assert_eq!(id.serial_number.as_deref(), Some("FAKE-s1"));
+        let h = fake.health().await.unwrap();
+        assert_eq!(
+            (h.power_watts(), h.inlet_celsius()),
+            (Some(180.0), Some(23.0))
+        );
+        assert!(fake.events(None, 10).await.unwrap().is_empty());
+        assert_eq!(
+            fake.calls(),
+            vec![
+                FakeCall::Identity,
+                FakeCall::Health,
+                FakeCall::Events {
+                    since: None,
+                    limit: 10
+                }
+            ]
+        );
+        fake.set_identity(None);
+        fake.set_sensors_offered(false);
+        fake.set_event_log_offered(false);
+        assert!(matches!(
+            fake.identity().await,
+            Err(BmcError::Unsupported(_))
+        ));
+        assert!(matches!(fake.health().await, Err(BmcError::Unsupported(_))));
+        assert!(matches!(
+            fake.events(None, 1).await,
+            Err(BmcError::Unsupported(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_power_button_logs_like_a_sel_and_the_log_filters_by_time_and_count() {
+        let fake = FakeBmc::new("s1", &FakeSettings::default(), Power::On);
+        let old = |id: i64| BmcEvent {
+            id: String::new(),
+            at: Some(id),
+            sensor_type: "Temperature".into(),
+            sensor: "CPU Temp".into(),
+            event: "Upper Non-critical going high".into(),
+            direction: "asserted".into(),
+            severity: "warning".into(),
+            message: String::new(),
+            raw: String::new(),
+        };
+        fake.log_event(old(1_000));
+        fake.log_event(BmcEvent { at: None, ..old(0) });
+        fake.press_power_button();
+        assert_eq!(fake.power_now(), Power::Off);
+        let recent = fake.events(Some(2_000), 10).await.unwrap();
+        let words: Vec<&str> = recent.iter().map(|e| e.event.as_str()).collect();
+        // The entry without a time is always included.
+        assert_eq!(
+            words,
+            [
+                "Upper Non-critical going high",
+                "Power Button pressed",
+                "Power Off / Power Down"
+            ]
+        );
+        assert_eq!(recent[2].id, "0x0004");
+        assert_eq!(recent[1].sensor_type, "Button / Switch");
+        let newest = fake.events(None, 1).await.unwrap();
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].sensor_type, "Power Unit");
+        assert_eq!(fake.events(None, 100).await.unwrap().len(), 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,6 +14,7 @@
 
 mod error;
 mod intake;
+mod inventory;
 pub mod killpoint;
 mod lifecycle;
 mod power;

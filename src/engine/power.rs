@@ -7,9 +7,10 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
+use super::inventory::{EVENT_LOG_ENTRIES, EVENT_LOG_SLACK_SECS, EVENT_LOG_WAIT};
 use super::request::PowerReading;
 use super::{not_found_server, vm_state_for, with_timeout, Engine, EngineError, Result};
-use crate::bmc::{BmcError, Power, PowerOp, SharedBmc};
+use crate::bmc::{BmcError, BmcEvent, Power, PowerOp, SharedBmc};
 use crate::model::*;
 use crate::policy::Op;
 use crate::store::Write;
@@ -119,12 +120,18 @@ impl Engine {
 
     /// Reads a server's power from its BMC (one operation, under the BMC's
     /// lock) and records what it found. `None` when the server is gone.
+    ///
+    /// A power change no action caused is published with the BMC's event-log
+    /// entries logged since the previous observation (read within
+    /// [`EVENT_LOG_WAIT`]; without them when the log does not answer in
+    /// time). A server whose identity was never read has it read after its
+    /// first good poll (a failure is recorded, the poll stands).
     pub async fn poll_power(
         &self,
         server_id: &str,
         cause: &str,
     ) -> Option<std::result::Result<Power, BmcError>> {
-        let (bmc, op_lock, protocol, checked) = {
+        let (bmc, op_lock, protocol, checked, identity_tried) = {
             let inner = self.lock();
             let slot = inner.servers.get(server_id)?;
             (
@@ -132,28 +139,72 @@ impl Engine {
                 inner.bmc_locks.get(&slot.rec.bmc.key())?.clone(),
                 slot.rec.bmc.protocol.as_str(),
                 slot.checked,
+                slot.rec.identity_tried(),
             )
         };
-        let result = {
-            let _op = op_lock.lock().await;
-            if !checked {
-                self.check_setup(server_id, &bmc).await;
-            }
-            let started = tokio::time::Instant::now();
-            let r = with_timeout(self.settings.timeouts.bmc_command, bmc.power_state()).await;
-            self.settings
-                .metrics
-                .poll_seconds
-                .observe(started.elapsed().as_secs_f64());
-            r
-        };
+        let _op = op_lock.lock().await;
+        if !checked {
+            self.check_setup(server_id, &bmc).await;
+        }
+        let started = tokio::time::Instant::now();
+        let result = with_timeout(self.settings.timeouts.bmc_command, bmc.power_state()).await;
+        self.settings
+            .metrics
+            .poll_seconds
+            .observe(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             self.settings.metrics.bmc_error(protocol, e.kind());
         }
-        if let Err(e) = self.observe_power(server_id, result.clone(), cause) {
+        let log = match &result {
+            Ok(p) => match self.unexplained_change(server_id, *p, cause) {
+                Some(since) => self.event_log_around(server_id, &bmc, since).await,
+                None => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
+        if let Err(e) = self.observe_power_with(server_id, result.clone(), cause, log) {
             warn!(server_id, error = %e, "cannot record power state");
         }
+        if result.is_ok() && !identity_tried {
+            let found = with_timeout(self.settings.timeouts.bmc_command, bmc.identity()).await;
+            self.record_identity(server_id, found);
+        }
         Some(result)
+    }
+
+    /// When `power` (just read) changes the recorded power and no action runs
+    /// that could explain it: from when (Unix seconds) to read the BMC's log.
+    fn unexplained_change(&self, server_id: &str, power: Power, cause: &str) -> Option<i64> {
+        if !matches!(cause, "sync" | "refresh") {
+            return None;
+        }
+        let inner = self.lock();
+        let rec = &inner.servers.get(server_id)?.rec;
+        let was = rec.power;
+        let changed = was != PowerState::Unknown && was != PowerState::from(power);
+        if !changed || rec.task.is_some() {
+            return None;
+        }
+        let seen = rec.power_observed_at.unwrap_or_else(now_ms);
+        Some(seen.div_euclid(1000) - EVENT_LOG_SLACK_SECS)
+    }
+
+    /// The BMC's newest log entries since `since`, within [`EVENT_LOG_WAIT`];
+    /// nothing (and a log line) when the log cannot be read in time.
+    async fn event_log_around(
+        &self,
+        server_id: &str,
+        bmc: &SharedBmc,
+        since: i64,
+    ) -> Vec<BmcEvent> {
+        match with_timeout(EVENT_LOG_WAIT, bmc.events(Some(since), EVENT_LOG_ENTRIES)).await {
+            Ok(entries) => entries,
+            Err(BmcError::Unsupported(_)) => Vec::new(),
+            Err(e) => {
+                warn!(server_id, error = %e, kind = e.kind(), "power changed; the BMC's event log could not be read, the change is published without it");
+                Vec::new()
+            }
+        }
     }
 
     /// Reads a server's capabilities once, at its first poll, so that a BMC
@@ -207,6 +258,18 @@ impl Engine {
         result: std::result::Result<Power, BmcError>,
         cause: &str,
     ) -> Result<()> {
+        self.observe_power_with(server_id, result, cause, Vec::new())
+    }
+
+    /// As [`Engine::observe_power`], attaching `log` (the BMC's event-log
+    /// entries) to the event when the power itself changed.
+    fn observe_power_with(
+        &self,
+        server_id: &str,
+        result: std::result::Result<Power, BmcError>,
+        cause: &str,
+        log: Vec<BmcEvent>,
+    ) -> Result<()> {
         let mut inner = self.lock();
         let Some(slot) = inner.servers.get_mut(server_id) else {
             return Ok(());
@@ -245,8 +308,14 @@ impl Engine {
             writes.push(Write::PutServer(rec.clone()));
         }
         if power_changed {
-            info!(server_id, power = %rec.power, vm_state = %rec.vm_state, cause, "power state changed");
-            writes.push(self.event(&rec, EventKind::PowerChanged, cause));
+            info!(server_id, power = %rec.power, vm_state = %rec.vm_state, cause, bmc_events = log.len(), "power state changed");
+            let mut ev = self.event(&rec, EventKind::PowerChanged, cause);
+            if let Write::AppendEvent { event, .. } = &mut ev {
+                if before.power != rec.power {
+                    event.bmc_events = log;
+                }
+            }
+            writes.push(ev);
         }
         if !writes.is_empty() {
             // Queued under the lock, in the order of the changes; nobody
@@ -272,6 +341,7 @@ impl Engine {
             task: rec.task.as_ref().map(|t| t.1),
             action_id: rec.task.as_ref().map(|t| t.0.clone()),
             cause: cause.to_string(),
+            bmc_events: Vec::new(),
         };
         Write::AppendEvent {
             event: ev,

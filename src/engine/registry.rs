@@ -181,6 +181,8 @@ impl Engine {
             rec.power = power.into();
             rec.power_observed_at = Some(now_ms());
             rec.vm_state = vm_state_for(power.into());
+            // Who it is: recorded, or why not; never a reason to refuse.
+            self.read_identity(bmc, rec).await;
         }
         let ticket = {
             let mut inner = self.lock();
@@ -271,6 +273,8 @@ impl Engine {
                 )));
             }
             let slot = inner.servers.remove(id).expect("checked above");
+            // Under the lock a health read sets gauges under: none come back.
+            self.settings.metrics.forget_server(id);
             let ticket = self.store.write(vec![
                 Write::DeleteServer(id.to_string()),
                 self.event(&slot.rec, EventKind::ServerRemoved, "api"),
@@ -334,5 +338,8 @@ pub(super) fn new_record(
         bmc_error: None,
         source,
         created_at: now_ms(),
+        identity: None,
+        identity_read_at: None,
+        identity_error: None,
     }
 }

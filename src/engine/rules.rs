@@ -108,6 +108,9 @@ mod tests {
             bmc_error: None,
             source: Source::Api,
             created_at: 0,
+            identity: None,
+            identity_read_at: None,
+            identity_error: None,
         }
     }
 

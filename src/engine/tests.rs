@@ -304,7 +304,12 @@ async fn reinstall_from_virtual_media_inserts_boots_and_ejects() {
     let calls: Vec<FakeCall> = fake
         .calls()
         .into_iter()
-        .filter(|c| !matches!(c, FakeCall::PowerState | FakeCall::Capabilities))
+        .filter(|c| {
+            !matches!(
+                c,
+                FakeCall::PowerState | FakeCall::Capabilities | FakeCall::Identity
+            )
+        })
         .collect();
     assert_eq!(
         calls,
@@ -877,6 +882,7 @@ async fn a_request_id_belongs_to_the_callers_project() {
 }
 
 mod crash;
+mod inventory;
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_beyond_the_write_queue_is_answered_busy_with_a_retry_hint() {

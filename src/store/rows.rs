@@ -27,6 +27,9 @@ pub(super) struct RawServer {
     bmc_error: Option<String>,
     source: String,
     created_at: i64,
+    identity: Option<String>,
+    identity_read_at: Option<i64>,
+    identity_error: Option<String>,
 }
 
 pub(super) fn raw_server(r: &Row<'_>) -> rusqlite::Result<RawServer> {
@@ -49,6 +52,9 @@ pub(super) fn raw_server(r: &Row<'_>) -> rusqlite::Result<RawServer> {
         bmc_error: r.get("bmc_error")?,
         source: r.get("source")?,
         created_at: r.get("created_at")?,
+        identity: r.get("identity")?,
+        identity_read_at: r.get("identity_read_at")?,
+        identity_error: r.get("identity_error")?,
     })
 }
 
@@ -67,6 +73,10 @@ pub(super) fn server_from_raw(r: RawServer) -> Result<ServerRecord> {
     };
     let options: BTreeMap<String, String> =
         serde_json::from_str(&r.options).map_err(|_| corrupt("options", &r.options))?;
+    let identity = r
+        .identity
+        .map(|j| serde_json::from_str(&j).map_err(|_| corrupt("identity of server", &r.id)))
+        .transpose()?;
     let task = match (r.task_action_id, r.task_kind) {
         (Some(id), Some(kind)) => Some((id, parse_enum("task kind", kind, ActionKind::parse)?)),
         _ => None,
@@ -91,6 +101,9 @@ pub(super) fn server_from_raw(r: RawServer) -> Result<ServerRecord> {
         bmc_error: r.bmc_error,
         source: parse_enum("source", r.source, Source::parse)?,
         created_at: r.created_at,
+        identity,
+        identity_read_at: r.identity_read_at,
+        identity_error: r.identity_error,
     })
 }
 
@@ -180,6 +193,7 @@ pub(super) struct RawEvent {
     task: Option<String>,
     action_id: Option<String>,
     cause: String,
+    bmc_events: Option<String>,
 }
 
 pub(super) fn raw_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
@@ -193,6 +207,7 @@ pub(super) fn raw_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
         task: r.get("task")?,
         action_id: r.get("action_id")?,
         cause: r.get("cause")?,
+        bmc_events: r.get("bmc_events")?,
     })
 }
 
@@ -210,5 +225,9 @@ pub(super) fn event_from_raw(r: RawEvent) -> Result<ServerEvent> {
             .transpose()?,
         action_id: r.action_id,
         cause: r.cause,
+        bmc_events: match r.bmc_events {
+            Some(j) => serde_json::from_str(&j).map_err(|_| corrupt("bmc_events of event", &j))?,
+            None => Vec::new(),
+        },
     })
 }

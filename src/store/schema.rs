@@ -24,7 +24,11 @@ CREATE TABLE IF NOT EXISTS servers (
     locked_by_admin INTEGER NOT NULL,
     bmc_error TEXT,
     source TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    -- The BMC's identity as last read (JSON), when, and why the last read failed.
+    identity TEXT,
+    identity_read_at INTEGER,
+    identity_error TEXT
 );
 CREATE TABLE IF NOT EXISTS actions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -66,7 +70,9 @@ CREATE TABLE IF NOT EXISTS events (
     vm_state TEXT NOT NULL,
     task TEXT,
     action_id TEXT,
-    cause TEXT NOT NULL
+    cause TEXT NOT NULL,
+    -- The BMC event-log entries attached to a power change (JSON array), or NULL.
+    bmc_events TEXT
 );
 "#;
 
@@ -91,6 +97,21 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
     let steps = columns("steps")?;
     if !steps.is_empty() && !steps.iter().any(|c| c == "data") {
         conn.execute_batch("ALTER TABLE steps ADD COLUMN data TEXT")?;
+    }
+    // Servers gained their BMC's identity (issue 10): NULL until read.
+    let servers = columns("servers")?;
+    if !servers.is_empty() && !servers.iter().any(|c| c == "identity") {
+        tracing::info!("migrating the state database: servers gain their BMC identity");
+        conn.execute_batch(
+            "ALTER TABLE servers ADD COLUMN identity TEXT;
+             ALTER TABLE servers ADD COLUMN identity_read_at INTEGER;
+             ALTER TABLE servers ADD COLUMN identity_error TEXT;",
+        )?;
+    }
+    // Events gained the BMC event-log entries of a power change (issue 10).
+    let events = columns("events")?;
+    if !events.is_empty() && !events.iter().any(|c| c == "bmc_events") {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN bmc_events TEXT")?;
     }
     Ok(())
 }

@@ -53,6 +53,9 @@ pub(crate) fn server(id: &str) -> ServerRecord {
         bmc_error: None,
         source: Source::Api,
         created_at: 1,
+        identity: None,
+        identity_read_at: None,
+        identity_error: None,
     }
 }
 
@@ -118,6 +121,62 @@ fn a_database_without_step_data_is_migrated() {
     assert_eq!(a.events.len(), 2);
     assert_eq!(a.events[0].data, None);
     assert_eq!(a.events[1], step);
+}
+
+#[test]
+fn a_database_without_identity_or_bmc_events_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The servers and events tables as they were before issue 10.
+        let conn = Connection::open(dir.path().join("rack-agent.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE servers (id TEXT PRIMARY KEY, project_id TEXT NOT NULL,
+                protocol TEXT NOT NULL, address TEXT NOT NULL, port INTEGER NOT NULL,
+                username TEXT NOT NULL, credential TEXT NOT NULL, options TEXT NOT NULL,
+                power TEXT NOT NULL, power_observed_at INTEGER, vm_state TEXT NOT NULL,
+                task_action_id TEXT, task_kind TEXT, locked INTEGER NOT NULL,
+                locked_by_admin INTEGER NOT NULL, bmc_error TEXT, source TEXT NOT NULL,
+                created_at INTEGER NOT NULL);
+             INSERT INTO servers VALUES ('old', 'p1', 'ipmi', '10.0.0.1', 623, 'u',
+                'file:old.pass', '{}', 'on', 5, 'active', NULL, NULL, 0, 0, NULL, 'config', 1);
+             CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,
+                server_id TEXT NOT NULL, kind TEXT NOT NULL, power TEXT NOT NULL,
+                vm_state TEXT NOT NULL, task TEXT, action_id TEXT, cause TEXT NOT NULL);
+             INSERT INTO events (at, server_id, kind, power, vm_state, cause)
+                VALUES (1, 'old', 'power_changed', 'off', 'shutoff', 'sync');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let old = store.all_servers().unwrap().remove(0);
+    assert_eq!((old.id.as_str(), old.identity.clone()), ("old", None));
+    assert!(!old.identity_tried());
+    assert!(store.events_after(0, 10).unwrap()[0].bmc_events.is_empty());
+    // What the new columns hold comes back as written.
+    let mut s = old;
+    s.identity = Some(crate::bmc::BmcIdentity {
+        serial_number: Some("SN1".into()),
+        ..Default::default()
+    });
+    s.identity_read_at = Some(7);
+    s.identity_error = Some("the BMC did not answer within 15s".into());
+    store.write_now(vec![Write::PutServer(s.clone())]).unwrap();
+    assert_eq!(store.all_servers().unwrap()[0], s);
+    let entry = crate::bmc::BmcEvent {
+        id: "0x0001".into(),
+        at: Some(100),
+        sensor_type: "Power Unit".into(),
+        sensor: "Power Unit".into(),
+        event: "Power Off / Power Down".into(),
+        direction: "asserted".into(),
+        severity: String::new(),
+        message: String::new(),
+        raw: String::new(),
+    };
+    let mut ev = store.events_after(0, 1).unwrap().remove(0);
+    ev.bmc_events = vec![entry];
+    let ev = store.append_event(ev, 100).unwrap();
+    assert_eq!(store.events_after(ev.seq - 1, 1).unwrap()[0], ev);
 }
 
 #[test]
@@ -290,6 +349,7 @@ fn events_are_numbered_and_pruned() {
         task: None,
         action_id: None,
         cause: "sync".into(),
+        bmc_events: vec![],
     };
     for _ in 0..600 {
         store.append_event(ev.clone(), 100).unwrap();
@@ -337,6 +397,7 @@ fn concurrent_writes_share_commits_and_a_failing_one_fails_alone() {
                             task: None,
                             action_id: Some(id.clone()),
                             cause: "test".into(),
+                            bmc_events: vec![],
                         },
                         retain: 1000,
                     },

@@ -169,8 +169,10 @@ fn put_server(conn: &Connection, s: &ServerRecord) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO servers (id, project_id, protocol, address, port, username,
             credential, options, power, power_observed_at, vm_state,
-            task_action_id, task_kind, locked, locked_by_admin, bmc_error, source, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            task_action_id, task_kind, locked, locked_by_admin, bmc_error, source, created_at,
+            identity, identity_read_at, identity_error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+            ?19, ?20, ?21)",
     )?
     .execute(params![
         s.id,
@@ -191,6 +193,11 @@ fn put_server(conn: &Connection, s: &ServerRecord) -> Result<()> {
         s.bmc_error,
         s.source.as_str(),
         s.created_at,
+        s.identity
+            .as_ref()
+            .and_then(|i| serde_json::to_string(i).ok()),
+        s.identity_read_at,
+        s.identity_error,
     ])?;
     Ok(())
 }
@@ -230,8 +237,9 @@ fn insert_action(conn: &Connection, a: &Action) -> Result<()> {
 
 fn append_event(conn: &Connection, mut ev: ServerEvent, retain: u64) -> Result<ServerEvent> {
     conn.prepare_cached(
-        "INSERT INTO events (at, server_id, kind, power, vm_state, task, action_id, cause)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO events (at, server_id, kind, power, vm_state, task, action_id, cause,
+            bmc_events)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         ev.at,
@@ -241,7 +249,10 @@ fn append_event(conn: &Connection, mut ev: ServerEvent, retain: u64) -> Result<S
         ev.vm_state.as_str(),
         ev.task.map(|t| t.as_str()),
         ev.action_id,
-        ev.cause
+        ev.cause,
+        (!ev.bmc_events.is_empty())
+            .then(|| serde_json::to_string(&ev.bmc_events).ok())
+            .flatten(),
     ])?;
     ev.seq = conn.last_insert_rowid() as u64;
     if ev.seq.is_multiple_of(256) && ev.seq > retain {
