@@ -1855,19 +1855,6 @@ async fn a_fleet_sweep_answers_each_server_or_says_why_not() {
 }
 
 /// `GET path` on the metrics listener: the body.
-fn http_body(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").unwrap().1.to_string()
-}
-
 /// Issue 10 over real sockets: the BMC identity on Server (read at the
 /// static servers' first poll, refreshed on request), GetServerHealth,
 /// ListBmcEvents, who may read them, a power-button press whose power

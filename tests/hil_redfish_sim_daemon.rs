@@ -7,13 +7,16 @@
 mod common;
 mod redfish_sim;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
 use rack_agent::proto as pb;
 use rack_agent::proto::rack_agent_client::RackAgentClient;
 use redfish_sim::{count, Guest, Sim, SimOptions};
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -26,7 +29,7 @@ const SYSTEM: &str = "sys1";
 const SETTINGS: &str =
     "[sync]\ninterval = \"1s\"\njitter = \"100ms\"\nunknown_after_failures = 1\n\n\
 [timeouts]\nbmc_command = \"15s\"\nconfirm_poll = \"250ms\"\npower_confirm = \"30s\"\n\
-soft_reboot = \"20s\"\ngraceful_stop = \"30s\"\n\n";
+soft_reboot = \"20s\"\ngraceful_stop = \"30s\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n";
 
 /// rfsim with the ACPI guest, and a daemon that controls its `sys1` as
 /// `rf-1`, once the daemon has read its power.
@@ -210,4 +213,202 @@ async fn daemon_soft_reboot_while_booting_is_not_confirmed_by_that_boot() {
             s.console(SYSTEM)
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Issue 10 through the daemon: what the control plane reads over gRPC is what
+// curl reads from the same BMC.
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// The chassis sensors as curl reads them: name → (reading, Redfish unit,
+/// health in lower case).
+fn curl_sensors(s: &Sim) -> BTreeMap<String, (Option<f64>, String, String)> {
+    s.curl_members(&format!("/redfish/v1/Chassis/{SYSTEM}/Sensors"))
+        .into_iter()
+        .map(|m| {
+            (
+                text(&m["Name"]),
+                (
+                    m["Reading"].as_f64(),
+                    text(&m["ReadingUnits"]),
+                    text(&m["Status"]["Health"]).to_ascii_lowercase(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The same view of a gRPC answer; the unit in Redfish's UCUM words.
+fn grpc_sensors(h: &pb::ServerHealth) -> BTreeMap<String, (Option<f64>, String, String)> {
+    h.sensors
+        .iter()
+        .map(|x| {
+            let unit = match x.unit.as_str() {
+                "degrees C" => "Cel",
+                "Volts" => "V",
+                "Amps" => "A",
+                "Watts" => "W",
+                other => other,
+            };
+            let status = match pb::SensorStatus::try_from(x.status).unwrap() {
+                pb::SensorStatus::Ok => "ok",
+                pb::SensorStatus::Warning => "warning",
+                pb::SensorStatus::Critical => "critical",
+                other => panic!("{} is {other:?}", x.name),
+            };
+            (
+                x.name.clone(),
+                (x.value, unit.to_string(), status.to_string()),
+            )
+        })
+        .collect()
+}
+
+async fn health(client: &mut RackAgentClient<Channel>) -> pb::ServerHealth {
+    client
+        .get_server_health(admin(pb::GetServerHealthRequest {
+            server_id: SERVER.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn bmc_log(client: &mut RackAgentClient<Channel>) -> Vec<pb::BmcEvent> {
+    client
+        .list_bmc_events(admin(pb::ListBmcEventsRequest {
+            server_id: SERVER.into(),
+            since: None,
+            limit: 1000,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+}
+
+/// (Id, Message) of every SEL entry, as curl reads every page.
+fn curl_sel(s: &Sim) -> Vec<(String, String)> {
+    s.curl_members(&format!(
+        "/redfish/v1/Systems/{SYSTEM}/LogServices/SEL/Entries"
+    ))
+    .iter()
+    .map(|e| (text(&e["Id"]), text(&e["Message"])))
+    .collect()
+}
+
+fn grpc_sel(events: &[pb::BmcEvent]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| (e.id.clone(), e.message.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn daemon_identity_health_and_sel_equal_curl_and_a_button_press_arrives_with_its_entry() {
+    let (s, _dir, daemon, mut client) = bench().await;
+    // Small SEL pages, so the daemon's reads cross several.
+    s.set_knobs(SYSTEM, json!({"sel_page_size": 2})).await;
+    assert_succeeded("start", &start(&mut client).await);
+    wait_guest_running(&s, 1).await;
+
+    // Identity: the Manager's and the System's own words.
+    let srv = client
+        .get_server(admin(pb::GetServerRequest {
+            id: SERVER.into(),
+            refresh_identity: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = srv.identity.expect("identity");
+    assert_eq!(id.error, "", "{id:?}");
+    let sys = s.curl(&s.system_path(SYSTEM));
+    let mgr = s.curl(sys["Links"]["ManagedBy"][0]["@odata.id"].as_str().unwrap());
+    assert_eq!(id.bmc_model, text(&mgr["Model"]));
+    assert_eq!(id.firmware_version, text(&mgr["FirmwareVersion"]));
+    assert_eq!(id.bmc_manufacturer, text(&mgr["Manufacturer"]));
+    assert_eq!(id.system_manufacturer, text(&sys["Manufacturer"]));
+    assert_eq!(id.system_model, text(&sys["Model"]));
+    assert_eq!(id.serial_number, text(&sys["SerialNumber"]));
+    assert_eq!(id.bios_version, text(&sys["BiosVersion"]));
+    assert!(!id.serial_number.is_empty() && !id.bios_version.is_empty());
+
+    // Sensors, then an inlet over its critical threshold.
+    let h = health(&mut client).await;
+    assert!(h.problems.is_empty(), "{:?}", h.problems);
+    assert_eq!(grpc_sensors(&h), curl_sensors(&s));
+    s.control(
+        Method::POST,
+        &format!("/control/systems/{SYSTEM}/sensors"),
+        Some(json!({"InletTemp": 45.0})),
+    )
+    .await;
+    let h = health(&mut client).await;
+    let want = curl_sensors(&s);
+    assert_eq!(grpc_sensors(&h), want);
+    let inlet = want
+        .iter()
+        .find(|(name, _)| name.contains("Inlet"))
+        .expect("an inlet sensor");
+    assert_eq!((inlet.1 .0, inlet.1 .2.as_str()), (Some(45.0), "critical"));
+    assert_eq!(h.inlet_celsius, Some(45.0));
+    let maddr = daemon.logged_addr("metrics at /metrics", Duration::from_secs(5));
+    let metrics = http_body(maddr, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "rack_agent_server_inlet_celsius{{server_id=\"{SERVER}\"}} 45.0"
+        )),
+        "{metrics}"
+    );
+
+    // The event log, every page of it.
+    assert_eq!(grpc_sel(&bmc_log(&mut client).await), curl_sel(&s));
+
+    // Someone presses the power button: the guest shuts down by itself, the
+    // daemon sees the change and hands it to watchers with the SEL entry.
+    let mut watch = client
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec![SERVER.into()],
+            after_seq: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    s.control(
+        Method::POST,
+        &format!("/control/systems/{SYSTEM}/power_button"),
+        Some(json!({})),
+    )
+    .await;
+    let off = tokio::time::timeout(LIMIT, async {
+        while let Some(ev) = watch.next().await {
+            let ev = ev.unwrap();
+            if ev.power_state == pb::PowerState::Off as i32 {
+                return ev;
+            }
+        }
+        panic!("the watch ended");
+    })
+    .await
+    .expect("the power change reached the watcher");
+    assert_eq!(count(&s.console(SYSTEM), GUEST_CLEAN_OFF), 1);
+    assert_eq!(off.cause, "sync");
+    let attached: Vec<&str> = off.bmc_events.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        attached.contains(&"Power Button pressed"),
+        "{attached:?} / {off:?}"
+    );
+    let sel = curl_sel(&s);
+    for e in &off.bmc_events {
+        assert!(
+            sel.contains(&(e.id.clone(), e.message.clone())),
+            "{e:?} is not in the BMC's SEL {sel:?}"
+        );
+    }
+    assert_eq!(grpc_sel(&bmc_log(&mut client).await), sel);
+    assert!(!daemon.log().contains(&s.password));
 }

@@ -308,3 +308,17 @@ pub async fn wait_server(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The body of a plain-HTTP GET (the metrics endpoint).
+pub fn http_body(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
