@@ -18,9 +18,12 @@
 //! or may not have been executed, so the engine decides, not a blind re-send.
 
 pub mod commands;
+mod health;
 pub mod lan;
 pub mod message;
 pub mod options;
+pub mod sdr;
+pub mod sel;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -36,6 +39,7 @@ use self::commands::{
 };
 use self::lan::{LanError, Retry, Session};
 use self::options::Options;
+use super::inventory::{BmcEvent, Health};
 use super::{
     Bmc, BmcError, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp, RestartMarker,
     Secret,
@@ -63,6 +67,8 @@ struct Inner {
     cause_support: AtomicU8,
     /// Get System Restart Cause requests left unanswered in a row.
     cause_silences: AtomicU8,
+    /// The decoded SDR repository and SEL (see `health`).
+    caches: health::Caches,
 }
 
 /// Get System Restart Cause not asked yet, or only left unanswered so far.
@@ -137,6 +143,7 @@ impl IpmiBmc {
                 closed: AtomicBool::new(false),
                 cause_support: AtomicU8::new(CAUSE_UNTRIED),
                 cause_silences: AtomicU8::new(0),
+                caches: health::Caches::default(),
             }),
         })
     }
@@ -536,6 +543,17 @@ impl Bmc for IpmiBmc {
             "IPMI boot override for the next boot"
         );
         self.inner.run_idempotent(&SetBootFlags(flags)).await
+    }
+
+    /// The SDR repository (cached while its timestamps hold) and a Get
+    /// Sensor Reading per sensor; see `health`.
+    async fn health(&self) -> Result<Health, BmcError> {
+        health::health(&self.inner).await
+    }
+
+    /// The SEL (read incrementally, see `health`), sensor names from the SDR.
+    async fn events(&self, since: Option<i64>, limit: usize) -> Result<Vec<BmcEvent>, BmcError> {
+        health::events(&self.inner, since, limit).await
     }
 
     async fn close(&self) {
