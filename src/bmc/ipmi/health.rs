@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ipmi_rs_core::connection::{CompletionErrorCode, IpmiCommand, Message};
+use ipmi_rs_core::connection::{CompletionErrorCode, IpmiCommand, Message, NotEnoughData};
 use ipmi_rs_core::sensor_event::{GetSensorReading, ThresholdReading};
 
 use super::lan::LanError;
@@ -157,8 +157,32 @@ enum RecordErr {
     Record { why: String, next: Option<u16> },
 }
 
-async fn reserve_sdr(inner: &Arc<Inner>) -> Result<u16, RecordErr> {
-    match send(inner, "Reserve SDR Repository", ReserveSdr).await {
+/// Where SDR records are read from: the BMC ([`Live`]), or a scripted
+/// repository in the unit tests.
+#[async_trait::async_trait]
+trait SdrSource: Send {
+    fn bmc(&self) -> &str;
+    async fn reserve(&mut self) -> Result<u16, Failed<NotEnoughData>>;
+    async fn part(&mut self, p: GetSdrPart) -> Result<(u16, Vec<u8>), Failed<NotEnoughData>>;
+}
+
+struct Live<'a>(&'a Arc<Inner>);
+
+#[async_trait::async_trait]
+impl SdrSource for Live<'_> {
+    fn bmc(&self) -> &str {
+        &self.0.bmc
+    }
+    async fn reserve(&mut self) -> Result<u16, Failed<NotEnoughData>> {
+        send(self.0, "Reserve SDR Repository", ReserveSdr).await
+    }
+    async fn part(&mut self, p: GetSdrPart) -> Result<(u16, Vec<u8>), Failed<NotEnoughData>> {
+        send(self.0, "Get SDR", p).await
+    }
+}
+
+async fn reserve_sdr(src: &mut impl SdrSource) -> Result<u16, RecordErr> {
+    match src.reserve().await {
         Ok(r) => Ok(r),
         Err(Failed::Bmc(e)) => Err(RecordErr::Bmc(e)),
         // Without reservations (0xC1), partial reads go with id 0.
@@ -173,7 +197,7 @@ async fn reserve_sdr(inner: &Arc<Inner>) -> Result<u16, RecordErr> {
 /// Reads one whole record: its header, then the rest in chunks, re-reserving
 /// when the reservation was lost (0xC5) and starting the record over.
 async fn read_record(
-    inner: &Arc<Inner>,
+    src: &mut impl SdrSource,
     id: u16,
     reservation: &mut u16,
 ) -> Result<(u16, Vec<u8>), RecordErr> {
@@ -184,6 +208,12 @@ async fn read_record(
         let mut buf: Vec<u8> = Vec::new();
         let mut total = HEADER_LEN;
         while buf.len() < total {
+            if buf.len() > u8::MAX as usize {
+                return Err(RecordErr::Record {
+                    why: format!("declares {total} bytes; Get SDR cannot read past offset 255"),
+                    next,
+                });
+            }
             let want = if buf.is_empty() {
                 HEADER_LEN as u8
             } else {
@@ -195,7 +225,7 @@ async fn read_record(
                 offset: buf.len() as u8,
                 len: want,
             };
-            match send(inner, "Get SDR", part).await {
+            match src.part(part).await {
                 Ok((n, data)) => {
                     next.get_or_insert(n);
                     if data.is_empty() {
@@ -213,8 +243,8 @@ async fn read_record(
                 Err(Failed::Bmc(e)) => return Err(RecordErr::Bmc(e)),
                 Err(Failed::Completion(0xC5)) if lost < MAX_RESERVE => {
                     lost += 1;
-                    tracing::debug!(bmc = %inner.bmc, record = id, "SDR reservation lost; reserving again");
-                    *reservation = reserve_sdr(inner).await?;
+                    tracing::debug!(bmc = %src.bmc(), record = id, "SDR reservation lost; reserving again");
+                    *reservation = reserve_sdr(src).await?;
                     continue 'again;
                 }
                 Err(Failed::Completion(0xCA | 0xC7 | 0xC8)) if !buf.is_empty() && chunk > 8 => {
@@ -262,7 +292,8 @@ async fn repository(inner: &Arc<Inner>) -> Result<Arc<SdrCache>, BmcError> {
     let mut problems = Vec::new();
     let mut complete = true;
     if info.record_count > 0 {
-        let mut reservation = match reserve_sdr(inner).await {
+        let mut src = Live(inner);
+        let mut reservation = match reserve_sdr(&mut src).await {
             Ok(r) => r,
             Err(RecordErr::Bmc(e)) => return Err(e),
             Err(RecordErr::Record { why, .. }) => {
@@ -280,7 +311,7 @@ async fn repository(inner: &Arc<Inner>) -> Result<Arc<SdrCache>, BmcError> {
                 complete = false;
                 break;
             }
-            let next = match read_record(inner, id, &mut reservation).await {
+            let next = match read_record(&mut src, id, &mut reservation).await {
                 Ok((next, bytes)) => {
                     let rid = if bytes.len() >= 2 {
                         u16::from_le_bytes([bytes[0], bytes[1]])
@@ -487,4 +518,113 @@ pub(super) async fn events(
         })
         .collect();
     Ok(sel::select(events, since, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repository that answers like a BMC with limits: at most `max` bytes
+    /// per read (0xCA beyond), reservation `res` only (0xC5 otherwise), and
+    /// a reservation lost once after `lose_after` reads.
+    struct Scripted {
+        records: Vec<(u16, Vec<u8>)>,
+        max: usize,
+        res: u16,
+        reads: usize,
+        lose_after: Option<usize>,
+        reserves: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl SdrSource for Scripted {
+        fn bmc(&self) -> &str {
+            "scripted"
+        }
+        async fn reserve(&mut self) -> Result<u16, Failed<NotEnoughData>> {
+            self.reserves += 1;
+            self.res += 1;
+            Ok(self.res)
+        }
+        async fn part(&mut self, p: GetSdrPart) -> Result<(u16, Vec<u8>), Failed<NotEnoughData>> {
+            self.reads += 1;
+            if self.lose_after == Some(self.reads) {
+                self.res += 100;
+            }
+            if p.offset != 0 && p.reservation != self.res {
+                return Err(Failed::Completion(0xC5));
+            }
+            if p.len as usize > self.max && p.len != 0xFF {
+                return Err(Failed::Completion(0xCA));
+            }
+            let i = self
+                .records
+                .iter()
+                .position(|(id, _)| *id == p.record)
+                .ok_or(Failed::Completion(0xCB))?;
+            let next = self.records.get(i + 1).map_or(0xFFFF, |r| r.0);
+            let b = &self.records[i].1;
+            let from = (p.offset as usize).min(b.len());
+            let to = (from + p.len as usize).min(b.len());
+            Ok((next, b[from..to].to_vec()))
+        }
+    }
+
+    fn record(len: usize) -> Vec<u8> {
+        let mut r: Vec<u8> = (0..len as u8).collect();
+        r[4] = (len - HEADER_LEN) as u8;
+        r
+    }
+
+    fn scripted(records: Vec<(u16, Vec<u8>)>, max: usize, lose_after: Option<usize>) -> Scripted {
+        Scripted {
+            records,
+            max,
+            res: 1,
+            reads: 0,
+            lose_after,
+            reserves: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_in_chunks_and_halves_them_when_the_bmc_says_too_many() {
+        let r = record(58);
+        let mut src = scripted(vec![(7, r.clone()), (9, record(20))], 16, None);
+        let mut res = 1;
+        let (next, got) = read_record(&mut src, 7, &mut res).await.ok().unwrap();
+        assert_eq!((next, got), (9, r));
+    }
+
+    #[tokio::test]
+    async fn a_lost_reservation_is_renewed_and_the_record_read_again() {
+        let r = record(58);
+        let mut src = scripted(vec![(7, r.clone())], 64, Some(2));
+        let mut res = 1;
+        let (next, got) = read_record(&mut src, 7, &mut res).await.ok().unwrap();
+        assert_eq!((next, got), (0xFFFF, r));
+        assert_eq!(src.reserves, 1);
+        assert_eq!(res, src.res);
+    }
+
+    #[tokio::test]
+    async fn a_record_shorter_than_its_header_says_is_a_record_error() {
+        let mut r = record(20);
+        r[4] = 60; // claims 60 bytes after the header, has 15
+        let mut src = scripted(vec![(7, r), (8, record(10))], 64, None);
+        let mut res = 1;
+        match read_record(&mut src, 7, &mut res).await {
+            Err(RecordErr::Record { why, next }) => {
+                assert_eq!(why, "truncated: 20 bytes, 65 expected");
+                assert_eq!(next, Some(8), "the walk can go on");
+            }
+            _ => panic!("expected a record error"),
+        }
+        match read_record(&mut src, 99, &mut res).await {
+            Err(RecordErr::Record { why, next: None }) => {
+                assert!(why.contains("0xcb"), "{why}")
+            }
+            _ => panic!("expected a record error"),
+        }
+    }
 }
