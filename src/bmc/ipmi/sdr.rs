@@ -21,7 +21,7 @@
 //!   ("Degrees Celsius", "rpm").
 
 use ipmi_rs_core::connection::{IpmiCommand, Message, NetFn, NotEnoughData};
-use ipmi_rs_core::sensor_event::{ThresholdReading, ThresholdStatus};
+use ipmi_rs_core::sensor_event::{GetSensorReading, ThresholdReading, ThresholdStatus};
 use ipmi_rs_core::storage::sdr::event_reading_type_code::EventReadingTypeCodes;
 use ipmi_rs_core::storage::sdr::record::{RecordContents, SensorKey, WithSensorRecordCommon};
 use ipmi_rs_core::storage::sdr::{Record, SdrRepositoryInfo, SensorType};
@@ -301,6 +301,13 @@ pub fn reading(def: &SensorDef, r: &ThresholdReading) -> SensorReading {
         out.status = SensorStatus::Unavailable;
     }
     out
+}
+
+/// [`reading`] from the data of a Get Sensor Reading answer (after the
+/// completion code), decoded by the crate; `None` when too short.
+pub fn reading_from_answer(def: &SensorDef, data: &[u8]) -> Option<SensorReading> {
+    let raw = GetSensorReading::parse_success_response(data).ok()?;
+    Some(reading(def, &ThresholdReading::from(&raw)))
 }
 
 fn status(s: &ThresholdStatus) -> SensorStatus {
