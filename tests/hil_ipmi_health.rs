@@ -409,5 +409,30 @@ async fn events_match_ipmitool_after_power_changes_and_a_power_button_press() {
     let since = bmc.events(Some(at), 1000).await.unwrap();
     assert!(since.iter().all(|e| e.at.is_some_and(|t| t >= at)));
     assert!(since.len() >= new.len());
+
+    // The agent's own graceful off: the guest shuts down on the ACPI button
+    // and the bench logs the off once QEMU is gone (ipmi_sim itself logs
+    // nothing for power changes).
+    bmc.power(PowerOp::On).await.expect("power on again");
+    bench.wait_guest_ready(0, 2, Duration::from_secs(40));
+    bmc.power(PowerOp::GracefulOff).await.expect("graceful off");
+    let start = Instant::now();
+    loop {
+        let now = bmc.events(None, 1000).await.expect("events");
+        let offs = now
+            .iter()
+            .filter(|e| e.event == "Power Off / Power Down" && e.direction == "asserted")
+            .count();
+        if offs == 2 && bmc.power_state().await.unwrap() == Power::Off {
+            assert_same_events(&now, &sel_elist(&tool(&bench, &["sel", "elist"])));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no second power-off entry: {now:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(bench.clean_shutdowns(0), 2);
     bmc.close().await;
 }
