@@ -367,6 +367,15 @@ pub(super) async fn health(inner: &Arc<Inner>) -> Result<Health, BmcError> {
     };
     for def in &repo.sensors {
         let what = "Get Sensor Reading";
+        if def.lun != 0 {
+            // The session layer addresses LUN 0 only.
+            out.problems.push(format!(
+                "sensor {:?} (0x{:02x}, SDR record 0x{:04x}): on LUN {}, which this driver does not address",
+                def.name, def.number, def.record_id, def.lun
+            ));
+            out.sensors.push(sdr::unreadable(def));
+            continue;
+        }
         match send(inner, what, GetSensorReading::for_sensor_key(&def.key)).await {
             Ok(raw) => out
                 .sensors
