@@ -478,7 +478,8 @@ pub type Target = fn(&[u8]);
 ///
 /// 1. Never a panic (the crate underneath panics on some short records; the
 ///    driver checks first).
-/// 2. A decoded sensor's name fits the record's 5-bit ID length; a reading
+/// 2. A decoded sensor's name fits the record's 5-bit ID length (decoded:
+///    BCD plus and 6-bit packed names are text, not a list of bytes); a reading
 ///    keeps the sensor's name, unit and thresholds, and a value only when
 ///    it is finite.
 /// 3. A SEL entry always decodes to an event with the id asked for, and
@@ -494,7 +495,8 @@ pub fn ipmi_records(data: &[u8]) {
             .unwrap_or(rest.len());
         let (record, answer) = rest.split_at(end);
         if let Ok(Some(def)) = sdr::decode_record(0x0012, record) {
-            assert!(def.name.chars().count() <= 31, "{:?}", def.name);
+            // 31 bytes of ID string: at most 62 BCD digits or 41 packed characters.
+            assert!(def.name.chars().count() <= 62, "{:?}", def.name);
             if let Some(r) = sdr::reading_from_answer(&def, answer) {
                 assert_eq!(r.name, def.name);
                 assert_eq!(r.unit, def.unit);

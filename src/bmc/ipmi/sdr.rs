@@ -17,13 +17,17 @@
 //!   format) and the thresholds are read from the record's bytes here: the
 //!   crate drops bit 9 of a negative M, numbers the linearisation functions
 //!   9–11 wrongly, and converts one's-complement readings off by one;
+//! - ID strings in BCD plus or 6-bit packed ASCII are decoded here (the
+//!   crate prints their bytes as a hex list);
 //! - unit names are ipmitool's ("degrees C", "RPM", "Volts"), not the crate's
 //!   ("Degrees Celsius", "rpm").
 
 use ipmi_rs_core::connection::{IpmiCommand, Message, NetFn, NotEnoughData};
 use ipmi_rs_core::sensor_event::{GetSensorReading, ThresholdReading, ThresholdStatus};
 use ipmi_rs_core::storage::sdr::event_reading_type_code::EventReadingTypeCodes;
-use ipmi_rs_core::storage::sdr::record::{RecordContents, SensorKey, WithSensorRecordCommon};
+use ipmi_rs_core::storage::sdr::record::{
+    RecordContents, SensorId, SensorKey, WithSensorRecordCommon,
+};
 use ipmi_rs_core::storage::sdr::{Record, SdrRepositoryInfo, SensorType};
 
 use crate::bmc::inventory::{SensorKind, SensorReading, SensorStatus, Thresholds};
@@ -207,7 +211,7 @@ pub fn decode_record(record_id: u16, bytes: &[u8]) -> Result<Option<SensorDef>, 
     };
     Ok(Some(SensorDef {
         record_id,
-        name: common.sensor_id.to_string(),
+        name: crate_fixes::sensor_name(&common.sensor_id),
         number: body[2],
         owner: body[0],
         lun: body[1] & 0x03,
@@ -362,6 +366,46 @@ pub fn convert(c: &Conversion, raw: u8) -> Option<f64> {
 /// Workarounds for `ipmi-rs-core` 0.6, in one place (see the module docs).
 pub mod crate_fixes {
     use super::*;
+
+    /// A sensor's ID string in words. The crate keeps BCD plus and 6-bit
+    /// packed ASCII as bytes (and prints them as a hex list): decoded here
+    /// after IPMI v2.0 §43.15. 8-bit ASCII/Latin-1 and Unicode as the crate has
+    /// them.
+    pub fn sensor_name(id: &SensorId) -> String {
+        match id {
+            SensorId::BCDPlus(b) => b
+                .iter()
+                .flat_map(|x| [x >> 4, x & 0x0F])
+                .map(|n| match n {
+                    0..=9 => (b'0' + n) as char,
+                    0xA => ' ',
+                    0xB => '-',
+                    0xC => '.',
+                    0xD => ':',
+                    0xE => ',',
+                    _ => '_',
+                })
+                .collect::<String>()
+                .trim_end()
+                .to_string(),
+            SensorId::Ascii6BPacked(b) => {
+                // Little-endian bit stream, 6 bits a character, 0x20-based.
+                let mut out = String::new();
+                let (mut acc, mut bits) = (0u32, 0u32);
+                for &x in b {
+                    acc |= (x as u32) << bits;
+                    bits += 8;
+                    while bits >= 6 {
+                        out.push(((acc & 0x3F) as u8 + 0x20) as char);
+                        acc >>= 6;
+                        bits -= 6;
+                    }
+                }
+                out.trim_end().to_string()
+            }
+            other => other.to_string(),
+        }
+    }
 
     /// The crate's `RepositoryInfo::parse` indexes 14 bytes without checking.
     pub fn repository_info(data: &[u8]) -> Result<SdrRepositoryInfo, NotEnoughData> {
@@ -727,6 +771,19 @@ mod tests {
     fn other_record_types_are_skipped() {
         let mc = [0x01, 0x00, 0x51, 0x12, 0x02, 0x20, 0x00];
         assert!(decode_record(1, &mc).unwrap().is_none());
+    }
+
+    #[test]
+    fn packed_and_bcd_names_are_decoded() {
+        use crate_fixes::sensor_name;
+        // "ABCD" in 6-bit packed ASCII: 0x21 0x22 0x23 0x24.
+        let packed = SensorId::Ascii6BPacked(vec![0xA1, 0x38, 0x92]);
+        assert_eq!(sensor_name(&packed), "ABCD");
+        assert_eq!(sensor_name(&SensorId::BCDPlus(vec![0x12, 0xB3])), "12-3");
+        assert_eq!(
+            sensor_name(&SensorId::Ascii8BAndLatin1("Fan 1".into())),
+            "Fan 1"
+        );
     }
 
     #[test]
