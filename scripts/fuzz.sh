@@ -24,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(ipmi_packet ipmi_session redfish_json config policy api_request)
+TARGETS=(ipmi_packet ipmi_records ipmi_session redfish_json config policy api_request)
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 PROFILE=fuzz
 

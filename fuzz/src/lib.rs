@@ -23,7 +23,7 @@ use rack_agent::bmc::ipmi::commands::{
 use rack_agent::bmc::ipmi::identity;
 use rack_agent::bmc::ipmi::lan::packet::{self, payload, HmacSha1, Security};
 use rack_agent::bmc::ipmi::lan::rakp::{self, Handshake};
-use rack_agent::bmc::ipmi::message;
+use rack_agent::bmc::ipmi::{message, sdr, sel};
 use rack_agent::bmc::redfish::{mapping, model};
 use rack_agent::config::Config;
 use rack_agent::engine::EngineError;
@@ -474,9 +474,51 @@ pub fn api_request(data: &[u8]) {
 /// A fuzz target: the fuzzer's bytes in, a panic when something is wrong.
 pub type Target = fn(&[u8]);
 
+/// SDR records and SEL entries as a BMC stores them (`bmc::ipmi::sdr`,
+/// `bmc::ipmi::sel`): the first byte chooses the decoder (even: an SDR
+/// record, then a Get Sensor Reading answer for the sensor it describes,
+/// taken from the bytes after the record's declared length; odd: a SEL
+/// entry).
+///
+/// 1. Never a panic (the crate underneath panics on some short records; the
+///    driver checks first).
+/// 2. A decoded sensor's name fits the record's 5-bit ID length (decoded:
+///    BCD plus and 6-bit packed names are text, not a list of bytes); a reading
+///    keeps the sensor's name, unit and thresholds, and a value only when
+///    it is finite.
+/// 3. A SEL entry always decodes to an event with the id asked for, and
+///    the raw bytes in hex.
+pub fn ipmi_records(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        let end = rest
+            .get(4)
+            .map(|l| (5 + *l as usize).min(rest.len()))
+            .unwrap_or(rest.len());
+        let (record, answer) = rest.split_at(end);
+        if let Ok(Some(def)) = sdr::decode_record(0x0012, record) {
+            // 31 bytes of ID string: at most 62 BCD digits or 41 packed characters.
+            assert!(def.name.chars().count() <= 62, "{:?}", def.name);
+            if let Some(r) = sdr::reading_from_answer(&def, answer) {
+                assert_eq!(r.name, def.name);
+                assert_eq!(r.unit, def.unit);
+                assert_eq!(r.thresholds, def.thresholds);
+                assert!(r.value.is_none_or(f64::is_finite));
+            }
+        }
+    } else {
+        let d = sel::decode(0x0042, rest);
+        assert_eq!(d.event.id, "0x0042");
+        assert_eq!(d.event.raw.len(), rest.len() * 2);
+    }
+}
+
 /// Every target, by name, for the replay test and the seed writer.
 pub const TARGETS: &[(&str, Target)] = &[
     ("ipmi_packet", ipmi_packet),
+    ("ipmi_records", ipmi_records),
     ("ipmi_session", ipmi_session),
     ("redfish_json", redfish_json),
     ("config", config),

@@ -15,7 +15,12 @@
 # VM boots no OS, SeaBIOS only, and ignores ACPI; "acpi": it boots the bench
 # guest of hil-tests/guest, which shuts down cleanly on IPMI soft-off — built
 # by hil-tests/guest/build.sh). A one-time PXE boot is a network boot through
-# iPXE either way.
+# iPXE either way. BMC_CONSOLE (on): ipmi_sim's emulator console on TCP
+# 127.0.0.1 at the same port number as the BMC's UDP port (number in
+# bmcI/console), used by ./console, ./set-sensor, ./press-power-button and
+# chassis_control's SEL entries; "none" turns it off. Every BMC has the
+# sensors of sensors.sh (SDR repository + readings; names and conversion
+# factors in bmcI/sensors for set-sensor).
 set -euo pipefail
 
 if [ $# -ne 3 ]; then
@@ -59,6 +64,15 @@ for i in $(seq 0 $((n - 1))); do
         echo "start.sh: bmc$i already running" >&2
         continue
     fi
+    console="  console 127.0.0.1 $port"
+    echo "$port" >"$bmc/console"
+    if [ "${BMC_CONSOLE:-on}" = none ]; then
+        console="# no console (BMC_CONSOLE=none)"
+        rm -f "$bmc/console"
+    elif ss -Hltn "sport = :$port" | grep -q .; then
+        echo "start.sh: bmc$i: TCP port $port (its console) is taken" >&2
+        exit 1
+    fi
     control="  chassis_control \"$here/chassis_control $bmc\""
     case "${BMC_POWER:-qemu}" in
         qemu) ;;
@@ -81,14 +95,19 @@ set_working_mc 0x20
     guid $guid
   endlan
 $control
+$console
   user 2 true "$user" "$password" admin 10 none md2 md5 straight
 CONF
     cat >"$bmc/bmc.emu" <<EMU
 mc_setbmc 0x20
 mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
 sel_enable 0x20 1000 0x0a
-mc_enable 0x20
 EMU
+    # The sensors (and their SDRs) are defined anew at every start: drop the
+    # repository ipmi_sim persisted, or each restart would add them again.
+    rm -f "$bmc"/state/ipmi_sim/*/sdr.*
+    bash "$here/sensors.sh" "$bmc/sensors" >>"$bmc/bmc.emu"
+    echo "mc_enable 0x20" >>"$bmc/bmc.emu"
     setsid ipmi_sim -c "$bmc/lan.conf" -f "$bmc/bmc.emu" -s "$bmc/state" -n \
         </dev/null >>"$bmc/ipmi_sim.log" 2>&1 &
     echo $! >"$bmc/ipmi_sim.pid"

@@ -23,10 +23,13 @@
 //! or may not have been executed, so the engine decides, not a blind re-send.
 
 pub mod commands;
+mod health;
 pub mod identity;
 pub mod lan;
 pub mod message;
 pub mod options;
+pub mod sdr;
+pub mod sel;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -45,6 +48,7 @@ use self::commands::{
 };
 use self::lan::{LanError, Retry, Session};
 use self::options::Options;
+use super::inventory::{BmcEvent, Health};
 use super::{
     Bmc, BmcError, BmcIdentity, BootDevice, Capabilities, Endpoint, Observation, Power, PowerOp,
     RestartMarker, Secret,
@@ -72,6 +76,8 @@ struct Inner {
     cause_support: AtomicU8,
     /// Get System Restart Cause requests left unanswered in a row.
     cause_silences: AtomicU8,
+    /// The decoded SDR repository and SEL (see `health`).
+    caches: health::Caches,
 }
 
 /// Get System Restart Cause not asked yet, or only left unanswered so far.
@@ -146,6 +152,7 @@ impl IpmiBmc {
                 closed: AtomicBool::new(false),
                 cause_support: AtomicU8::new(CAUSE_UNTRIED),
                 cause_silences: AtomicU8::new(0),
+                caches: health::Caches::default(),
             }),
         })
     }
@@ -577,6 +584,17 @@ impl Bmc for IpmiBmc {
     async fn identity(&self) -> Result<BmcIdentity, BmcError> {
         let id = self.inner.run_idempotent(GetDeviceId).await?;
         Ok(identity::from_device_id(&id))
+    }
+
+    /// The SDR repository (cached while its timestamps hold) and a Get
+    /// Sensor Reading per sensor; see `health`.
+    async fn health(&self) -> Result<Health, BmcError> {
+        health::health(&self.inner).await
+    }
+
+    /// The SEL (read incrementally, see `health`), sensor names from the SDR.
+    async fn events(&self, since: Option<i64>, limit: usize) -> Result<Vec<BmcEvent>, BmcError> {
+        health::events(&self.inner, since, limit).await
     }
 
     async fn close(&self) {
