@@ -674,16 +674,6 @@ async fn an_enrolment_refused_after_the_session_opened_closes_it() {
     assert!(ok, "{out}");
 }
 
-/// One `Name : value` line of ipmitool's output.
-fn ipmitool_field(out: &str, name: &str) -> String {
-    out.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.trim() == name).then(|| v.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("no {name:?} line in ipmitool's output:\n{out}"))
-}
-
 /// `identity()` (Get Device ID through the driver's session) says what
 /// `ipmitool mc info` says of the same BMC: manufacturer, product, firmware
 /// revision and IPMI version, read from ipmitool's output, not written here.

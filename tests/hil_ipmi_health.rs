@@ -13,6 +13,7 @@
 //! The peers must be installed (`hil-tests/ipmi/setup.sh`); when they are not,
 //! these tests fail and say so. They never skip.
 
+mod common;
 #[path = "ipmi_bench/mod.rs"]
 mod ipmi_bench;
 
@@ -20,10 +21,17 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::*;
 use ipmi_bench::*;
 
-use rack_agent::bmc::inventory::{BmcEvent, Health, SensorStatus};
+use rack_agent::bmc::inventory::{
+    BmcEvent, Health, SensorKind, SensorReading, SensorStatus, Thresholds,
+};
 use rack_agent::bmc::{Bmc, Power, PowerOp};
+use rack_agent::proto as pb;
+use rack_agent::proto::rack_agent_client::RackAgentClient;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
 
 /// ipmitool's standard output (times in UTC); the call must succeed.
 fn tool(bench: &Bench, args: &[&str]) -> String {
@@ -435,4 +443,215 @@ async fn events_match_ipmitool_after_power_changes_and_a_power_button_press() {
     }
     assert_eq!(bench.clean_shutdowns(0), 2);
     bmc.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// Through the daemon: what the control plane reads over gRPC is what
+// ipmitool reads from the same BMC.
+
+fn health_of(h: &pb::ServerHealth) -> Health {
+    let sensors = h
+        .sensors
+        .iter()
+        .map(|x| SensorReading {
+            name: x.name.clone(),
+            kind: SensorKind::Other,
+            value: x.value,
+            unit: x.unit.clone(),
+            status: match pb::SensorStatus::try_from(x.status).unwrap() {
+                pb::SensorStatus::Ok => SensorStatus::Ok,
+                pb::SensorStatus::Warning => SensorStatus::Warning,
+                pb::SensorStatus::Critical => SensorStatus::Critical,
+                pb::SensorStatus::Unavailable => SensorStatus::Unavailable,
+                pb::SensorStatus::Unspecified => panic!("{}: no status", x.name),
+            },
+            thresholds: Thresholds {
+                lower_critical: x.lower_critical,
+                lower_warning: x.lower_warning,
+                upper_warning: x.upper_warning,
+                upper_critical: x.upper_critical,
+            },
+            context: None,
+        })
+        .collect();
+    Health {
+        sensors,
+        problems: h.problems.clone(),
+    }
+}
+
+fn event_of(e: &pb::BmcEvent) -> BmcEvent {
+    BmcEvent {
+        id: e.id.clone(),
+        at: e.at.map(|t| t.seconds),
+        sensor_type: e.sensor_type.clone(),
+        sensor: e.sensor.clone(),
+        event: e.event.clone(),
+        direction: e.direction.clone(),
+        severity: e.severity.clone(),
+        message: e.message.clone(),
+        raw: e.raw.clone(),
+    }
+}
+
+const DAEMON_SETTINGS: &str = r#"
+[sync]
+interval = "1s"
+jitter = "100ms"
+
+[timeouts]
+bmc_command = "10s"
+confirm_poll = "200ms"
+power_confirm = "60s"
+shutdown_grace = "5s"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_reports_what_ipmitool_reads_and_a_button_press_arrives_with_its_sel_entry() {
+    let bench = Bench::start_guest(1);
+    set_sel_clock(&bench);
+    let dir = tempfile::tempdir().unwrap();
+    write_secret(dir.path(), "bmc.pass", PASSWORD);
+    let body = format!(
+        "{DAEMON_SETTINGS}\n[[servers]]\nid = \"n1\"\nproject = \"p1\"\nprotocol = \"ipmi\"\n\
+         address = \"127.0.0.1\"\nport = {}\nusername = \"admin\"\npassword_file = \"bmc.pass\"\n",
+        bench.port(0)
+    );
+    let d = start_daemon(dir.path(), &body);
+    let mut c = d.client().await;
+    let limit = Duration::from_secs(60);
+    wait_server(&mut c, "n1", limit, |s| {
+        s.power_state == pb::PowerState::Off as i32
+    })
+    .await;
+    let started = c
+        .start(admin(pb::StartRequest {
+            server_id: "n1".into(),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = wait_action(&mut c, &started.id, limit).await;
+    assert_eq!(a.state, pb::ActionState::Succeeded as i32, "{}", a.message);
+    bench.wait_guest_ready(0, 1, Duration::from_secs(120));
+
+    // Identity, as `ipmitool mc info` reads it.
+    let id = c
+        .get_server(admin(pb::GetServerRequest {
+            id: "n1".into(),
+            refresh_identity: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .identity
+        .expect("identity");
+    assert_eq!(id.error, "", "{id:?}");
+    let info = tool(&bench, &["mc", "info"]);
+    let mfr: u32 = ipmitool_field(&info, "Manufacturer ID").parse().unwrap();
+    assert_eq!(
+        id.bmc_manufacturer,
+        rack_agent::bmc::ipmi::identity::manufacturer(mfr)
+    );
+    let product = ipmitool_field(&info, "Product ID");
+    let product: u16 = product.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(id.bmc_model, format!("product {product:#06x}"));
+    assert_eq!(
+        id.firmware_version,
+        ipmitool_field(&info, "Firmware Revision")
+    );
+    assert_eq!(id.ipmi_version, ipmitool_field(&info, "IPMI Version"));
+
+    // Sensors, then an inlet over its upper critical threshold.
+    let read = |mut c: RackAgentClient<Channel>| async move {
+        c.get_server_health(admin(pb::GetServerHealthRequest {
+            server_id: "n1".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+    };
+    let h = read(c.clone()).await;
+    assert_same(
+        &health_of(&h),
+        &sensor_list(&tool(&bench, &["sensor", "list"])),
+    );
+    let listed = sensor_list(&tool(&bench, &["sensor", "list"]));
+    let inlet = listed.iter().find(|s| s.name == "Inlet Temp").unwrap();
+    let over = format!("{}", inlet.thresholds[3].expect("an upper critical") + 4.0);
+    bench_script(&bench, "set-sensor", &["Inlet Temp", &over]);
+    let h = read(c.clone()).await;
+    let listed = sensor_list(&tool(&bench, &["sensor", "list"]));
+    assert_same(&health_of(&h), &listed);
+    let inlet = listed.iter().find(|s| s.name == "Inlet Temp").unwrap();
+    assert_eq!(inlet.status, "cr");
+    assert!(close(h.inlet_celsius, inlet.value), "{h:?}");
+    let maddr = d.logged_addr("metrics at /metrics", Duration::from_secs(5));
+    let metrics = http_body(maddr, "/metrics");
+    let gauge = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rack_agent_server_inlet_celsius{server_id=\"n1\"} "))
+        .unwrap_or_else(|| panic!("no inlet gauge for n1:\n{metrics}"));
+    assert!(close(gauge.parse().ok(), inlet.value), "{gauge}");
+
+    // The SEL.
+    let log = |mut c: RackAgentClient<Channel>| async move {
+        c.list_bmc_events(admin(pb::ListBmcEventsRequest {
+            server_id: "n1".into(),
+            since: None,
+            limit: 1000,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .iter()
+        .map(event_of)
+        .collect::<Vec<_>>()
+    };
+    assert_same_events(
+        &log(c.clone()).await,
+        &sel_elist(&tool(&bench, &["sel", "elist"])),
+    );
+
+    // Someone presses the power button behind the agent's back: watchers get
+    // the change with the SEL's explanation.
+    let mut watch = c
+        .watch_power_state(admin(pb::WatchPowerStateRequest {
+            server_ids: vec!["n1".into()],
+            after_seq: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    bench_script(&bench, "press-power-button", &[]);
+    let off = tokio::time::timeout(limit, async {
+        while let Some(ev) = watch.next().await {
+            let ev = ev.unwrap();
+            if ev.power_state == pb::PowerState::Off as i32 {
+                return ev;
+            }
+        }
+        panic!("the watch ended");
+    })
+    .await
+    .expect("the power change reached the watcher");
+    assert_eq!(bench.clean_shutdowns(0), 1);
+    assert_eq!(off.cause, "sync");
+    let attached: Vec<BmcEvent> = off.bmc_events.iter().map(event_of).collect();
+    assert!(
+        attached.iter().any(|e| e.event == "Power Button pressed"),
+        "{attached:#?}"
+    );
+    let sel = sel_elist(&tool(&bench, &["sel", "elist"]));
+    let all = log(c.clone()).await;
+    assert_same_events(&all, &sel);
+    for e in &attached {
+        assert!(all.contains(e), "{e:?} is not in the BMC's SEL");
+    }
+    assert!(!d.log().contains(PASSWORD));
 }

@@ -360,3 +360,13 @@ pub fn tail(text: &str, n: usize) -> String {
 pub fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
+
+/// One `Name : value` line of ipmitool's output.
+pub fn ipmitool_field(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {name:?} line in ipmitool's output:\n{out}"))
+}
