@@ -81,6 +81,9 @@ pub fn start_bmcs(ctx: &Ctx, dir: &Path, n: usize, base: u16, power: &str) -> Re
         .arg(n.to_string())
         .arg(base.to_string())
         .env("BMC_POWER", power)
+        // The benchmark reads power only: no emulator console (one TCP
+        // listener per BMC, on a port number this bench checked for UDP only).
+        .env("BMC_CONSOLE", "none")
         .env("BMC_USER", BMC_USER)
         .env("BMC_PASSWORD", BMC_PASSWORD)
         .stdin(std::process::Stdio::null())

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the IPMI bench peers on a Debian machine (idempotent):
 #   ipmi_sim (openipmi), ipmitool, ipmipower (freeipmi-tools, for the benchmark),
-#   QEMU and the iPXE ROMs it loads for a network boot; then builds the bench
+#   QEMU and the iPXE ROMs it loads for a network boot, iproute2 (ss: start.sh
+#   checks that a console port is free); then builds the bench
 #   guest the VMs boot with BMC_GUEST=acpi (hil-tests/guest/build.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
-pkgs=(openipmi ipmitool freeipmi-tools qemu-system-x86 ipxe-qemu python3)
+pkgs=(openipmi ipmitool freeipmi-tools qemu-system-x86 ipxe-qemu python3 iproute2)
 need=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")

@@ -80,7 +80,7 @@ pub fn require_peers() {
     }
 }
 
-/// `n` consecutive UDP ports on 127.0.0.1 that are free right now.
+/// `n` consecutive ports on 127.0.0.1 that are free right now, for UDP and TCP.
 pub fn free_ports(n: u16) -> u16 {
     // Tests run as threads of one process (cargo test) or as processes
     // (nextest): mix the PID, the clock and a per-process counter.
@@ -101,17 +101,20 @@ pub fn free_ports(n: u16) -> u16 {
         let base = 20000 + ((x >> 33) % 30000) as u16;
         let held: Vec<_> = (0..n)
             .map_while(|i| {
-                // Free on both loopbacks, so an IPv6 bench can use it too.
+                // Free on both loopbacks, so an IPv6 bench can use it too,
+                // and as a TCP port: each BMC's emulator console listens on
+                // TCP at its UDP port's number (start.sh refuses a taken one).
                 let v4 = UdpSocket::bind(("127.0.0.1", base + i)).ok()?;
                 let v6 = UdpSocket::bind(("::1", base + i)).ok();
-                Some((v4, v6))
+                let console = std::net::TcpListener::bind(("127.0.0.1", base + i)).ok()?;
+                Some((v4, v6, console))
             })
             .collect();
         if held.len() == n as usize {
             return base;
         }
     }
-    panic!("no {n} free consecutive UDP ports found");
+    panic!("no {n} free consecutive UDP+TCP ports found");
 }
 
 /// A running bench; stopped (every ipmi_sim and QEMU, by PID) on drop.
