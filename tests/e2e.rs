@@ -1990,17 +1990,7 @@ async fn identity_health_and_the_bmc_log_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    let off = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(ev) = stream.next().await {
-            let ev = ev.unwrap();
-            if ev.power_state == pb::PowerState::Off as i32 {
-                return ev;
-            }
-        }
-        panic!("stream ended");
-    })
-    .await
-    .expect("node-02 went off within 20 s");
+    let off = next_power_event(&mut stream, pb::PowerState::Off, Duration::from_secs(20)).await;
     let words: Vec<&str> = off.bmc_events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(words, ["Power Button pressed", "Power Off / Power Down"]);
     assert_eq!(off.bmc_events[0].sensor_type, "Button / Switch");

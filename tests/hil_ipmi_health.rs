@@ -30,7 +30,6 @@ use rack_agent::bmc::inventory::{
 use rack_agent::bmc::{Bmc, Power, PowerOp};
 use rack_agent::proto as pb;
 use rack_agent::proto::rack_agent_client::RackAgentClient;
-use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 /// ipmitool's standard output (times in UTC); the call must succeed.
@@ -629,17 +628,7 @@ async fn the_daemon_reports_what_ipmitool_reads_and_a_button_press_arrives_with_
         .unwrap()
         .into_inner();
     bench_script(&bench, "press-power-button", &[]);
-    let off = tokio::time::timeout(limit, async {
-        while let Some(ev) = watch.next().await {
-            let ev = ev.unwrap();
-            if ev.power_state == pb::PowerState::Off as i32 {
-                return ev;
-            }
-        }
-        panic!("the watch ended");
-    })
-    .await
-    .expect("the power change reached the watcher");
+    let off = next_power_event(&mut watch, pb::PowerState::Off, limit).await;
     assert_eq!(bench.clean_shutdowns(0), 1);
     assert_eq!(off.cause, "sync");
     let attached: Vec<BmcEvent> = off.bmc_events.iter().map(event_of).collect();

@@ -16,7 +16,6 @@ use rack_agent::proto::rack_agent_client::RackAgentClient;
 use redfish_sim::{count, Guest, Sim, SimOptions};
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -384,17 +383,7 @@ async fn daemon_identity_health_and_sel_equal_curl_and_a_button_press_arrives_wi
         Some(json!({})),
     )
     .await;
-    let off = tokio::time::timeout(LIMIT, async {
-        while let Some(ev) = watch.next().await {
-            let ev = ev.unwrap();
-            if ev.power_state == pb::PowerState::Off as i32 {
-                return ev;
-            }
-        }
-        panic!("the watch ended");
-    })
-    .await
-    .expect("the power change reached the watcher");
+    let off = next_power_event(&mut watch, pb::PowerState::Off, LIMIT).await;
     assert_eq!(count(&s.console(SYSTEM), GUEST_CLEAN_OFF), 1);
     assert_eq!(off.cause, "sync");
     let attached: Vec<&str> = off.bmc_events.iter().map(|e| e.message.as_str()).collect();

@@ -45,15 +45,17 @@ pub fn spawn_daemon(dir: &Path, body: &str, env: &[(&str, &str)], until: Until) 
     } else {
         "[api]\ninsecure_plaintext = true\n"
     };
-    let listen = if body.contains("listen =") {
-        String::new()
-    } else {
-        "listen = \"127.0.0.1:0\"\n".to_string()
-    };
     // Top-level keys of `body` go before any table.
     let split = body.find("\n[").map(|i| i + 1).unwrap_or(0);
     let split = if body.starts_with('[') { 0 } else { split };
     let (top, tables) = body.split_at(split);
+    // The gRPC address, unless the body gives its own (a `listen` in a
+    // table, such as [metrics], is not that one).
+    let listen = if top.contains("listen =") {
+        String::new()
+    } else {
+        "listen = \"127.0.0.1:0\"\n".to_string()
+    };
     let text = format!(
         "{listen}state_dir = \"{}\"\ncredentials_dir = \"{}\"\n{top}\n{api}\n{tables}",
         dir.join("state").display(),
@@ -321,4 +323,23 @@ pub fn http_body(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The first event on a power watch that reports `power`; fails the test
+/// if none comes within `limit` or the stream ends.
+pub async fn next_power_event(
+    stream: &mut tonic::Streaming<pb::ServerEvent>,
+    power: pb::PowerState,
+    limit: Duration,
+) -> pb::ServerEvent {
+    tokio::time::timeout(limit, async {
+        while let Some(ev) = stream.message().await.expect("the watch failed") {
+            if ev.power_state == power as i32 {
+                return ev;
+            }
+        }
+        panic!("the watch ended before a {power:?} event");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {power:?} event within {limit:?}"))
 }

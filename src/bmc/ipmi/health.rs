@@ -44,6 +44,15 @@ pub enum Failed<E> {
 }
 
 impl<E: std::fmt::Debug> Failed<E> {
+    /// For a read the walk cannot do without: the BMC's own error as is,
+    /// anything else as an answer we cannot use.
+    fn into_bmc_error(self, inner: &Inner, what: &str) -> BmcError {
+        match self {
+            Failed::Bmc(e) => e,
+            other => BmcError::Protocol(format!("{}: {}", inner.bmc, other.describe(what))),
+        }
+    }
+
     fn describe(&self, what: &str) -> String {
         match self {
             Failed::Bmc(e) => format!("{what}: {e}"),
@@ -267,17 +276,9 @@ async fn read_record(
 
 /// The SDR repository, from the cache while its timestamps hold.
 async fn repository(inner: &Arc<Inner>) -> Result<Arc<SdrCache>, BmcError> {
-    let info = match send(inner, "Get SDR Repository Info", SdrInfo).await {
-        Ok(i) => i,
-        Err(Failed::Bmc(e)) => return Err(e),
-        Err(e) => {
-            return Err(BmcError::Protocol(format!(
-                "{}: {}",
-                inner.bmc,
-                e.describe("Get SDR Repository Info")
-            )))
-        }
-    };
+    let info = send(inner, "Get SDR Repository Info", SdrInfo)
+        .await
+        .map_err(|e| e.into_bmc_error(inner, "Get SDR Repository Info"))?;
     let key = sdr::repository_key(&info);
     if let Some(c) = inner.caches.sdr.lock().expect("not poisoned").as_ref() {
         if c.key == key {
@@ -394,17 +395,9 @@ pub(super) async fn health(inner: &Arc<Inner>) -> Result<Health, BmcError> {
 
 /// The SEL, read incrementally.
 async fn sel_entries(inner: &Arc<Inner>) -> Result<Arc<SelCache>, BmcError> {
-    let info = match send(inner, "Get SEL Info", GetSelInfo).await {
-        Ok(i) => i,
-        Err(Failed::Bmc(e)) => return Err(e),
-        Err(e) => {
-            return Err(BmcError::Protocol(format!(
-                "{}: {}",
-                inner.bmc,
-                e.describe("Get SEL Info")
-            )))
-        }
-    };
+    let info = send(inner, "Get SEL Info", GetSelInfo)
+        .await
+        .map_err(|e| e.into_bmc_error(inner, "Get SEL Info"))?;
     let key = sel::info_key(&info);
     let erase = sel::erase_key(&info);
     let cached = inner.caches.sel.lock().expect("not poisoned").clone();

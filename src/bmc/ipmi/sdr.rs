@@ -110,10 +110,16 @@ impl IpmiCommand for GetSdrPart {
     type Output = (u16, Vec<u8>);
     type Error = NotEnoughData;
     fn parse_success_response(data: &[u8]) -> Result<(u16, Vec<u8>), NotEnoughData> {
-        match data {
-            [lo, hi, rest @ ..] => Ok((u16::from_le_bytes([*lo, *hi]), rest.to_vec())),
-            _ => Err(NotEnoughData),
-        }
+        next_id_and_bytes(data)
+    }
+}
+
+/// The answer of Get SDR and of Get SEL Entry: the next record's id
+/// (little-endian), then the record's bytes.
+pub fn next_id_and_bytes(data: &[u8]) -> Result<(u16, Vec<u8>), NotEnoughData> {
+    match data {
+        [lo, hi, rest @ ..] => Ok((u16::from_le_bytes([*lo, *hi]), rest.to_vec())),
+        _ => Err(NotEnoughData),
     }
 }
 

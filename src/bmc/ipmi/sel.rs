@@ -68,10 +68,7 @@ impl IpmiCommand for GetSelRaw {
     type Output = (u16, Vec<u8>);
     type Error = NotEnoughData;
     fn parse_success_response(data: &[u8]) -> Result<(u16, Vec<u8>), NotEnoughData> {
-        match data {
-            [lo, hi, rest @ ..] => Ok((u16::from_le_bytes([*lo, *hi]), rest.to_vec())),
-            _ => Err(NotEnoughData),
-        }
+        super::sdr::next_id_and_bytes(data)
     }
 }
 
@@ -215,37 +212,11 @@ pub fn decode(record_id: u16, bytes: &[u8]) -> Decoded {
                 "OEM record 0x{ty:02x}, manufacturer {manufacturer_id}, data {}",
                 hex(&data)
             );
-            Decoded {
-                event: BmcEvent {
-                    id,
-                    at: time(ts),
-                    sensor_type: "OEM".into(),
-                    sensor: String::new(),
-                    message: event.clone(),
-                    event,
-                    direction: String::new(),
-                    severity: String::new(),
-                    raw,
-                },
-                sensor: None,
-            }
+            oem(id, time(ts), event, raw)
         }
         Ok(Entry::OemNotTimestamped { ty, data, .. }) => {
             let event = format!("OEM record 0x{ty:02x}, data {}", hex(&data));
-            Decoded {
-                event: BmcEvent {
-                    id,
-                    at: None,
-                    sensor_type: "OEM".into(),
-                    sensor: String::new(),
-                    message: event.clone(),
-                    event,
-                    direction: String::new(),
-                    severity: String::new(),
-                    raw,
-                },
-                sensor: None,
-            }
+            oem(id, None, event, raw)
         }
         Err(e) => malformed(format!("{e:?}")),
     }
@@ -261,6 +232,24 @@ pub fn select(mut events: Vec<BmcEvent>, since: Option<i64>, limit: usize) -> Ve
         events.drain(..events.len() - limit);
     }
     events
+}
+
+/// An OEM record: kept as the BMC wrote it, described by its bytes.
+fn oem(id: String, at: Option<i64>, event: String, raw: String) -> Decoded {
+    Decoded {
+        event: BmcEvent {
+            id,
+            at,
+            sensor_type: "OEM".into(),
+            sensor: String::new(),
+            message: event.clone(),
+            event,
+            direction: String::new(),
+            severity: String::new(),
+            raw,
+        },
+        sensor: None,
+    }
 }
 
 #[cfg(test)]
