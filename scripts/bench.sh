@@ -4,7 +4,7 @@
 # reference tools if missing, runs examples/bench, and stops everything the
 # run started — also on Ctrl-C, on failure, or if the bench itself is killed.
 #
-#   scripts/bench.sh [--smoke | --large] [--json] [--rounds N] [--only ipmi,redfish,api,scale]
+#   scripts/bench.sh [--smoke | --large] [--json] [--rounds N] [--only ipmi,inventory,redfish,api,scale]
 #
 #   (default)  IPMI and Redfish sweeps at N = 32 and 256, the API under load,
 #              scale at 1,000 servers / 100,000 recorded actions; ~10 minutes

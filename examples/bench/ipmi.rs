@@ -107,7 +107,8 @@ pub fn start_bmcs(ctx: &Ctx, dir: &Path, n: usize, base: u16, power: &str) -> Re
     Ok(())
 }
 
-fn hosts(base: u16, n: usize) -> String {
+/// FreeIPMI's host range for N BMCs from `base`.
+pub fn hosts(base: u16, n: usize) -> String {
     if n == 1 {
         format!("127.0.0.1:{base}")
     } else {
@@ -158,18 +159,19 @@ fn ipmipower(base: u16, n: usize, op: &str) -> Result<Duration, String> {
     Ok(took)
 }
 
+/// `ipmitool ARGS` against the bench BMC on `port` (RMCP+, cipher suite 3).
+pub fn ipmitool(port: u16, args: &[&str]) -> Command {
+    let mut c = Command::new("ipmitool");
+    c.args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args(["-U", BMC_USER, "-P", BMC_PASSWORD])
+        .args(args);
+    c
+}
+
 /// One `ipmitool` per BMC, all started at once.
 fn ipmitool_parallel(base: u16, n: usize, args: &[&str], expect: &str) -> Result<Duration, String> {
-    let cmds = (0..n)
-        .map(|i| {
-            let mut c = Command::new("ipmitool");
-            c.args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
-                .arg((base as usize + i).to_string())
-                .args(["-U", BMC_USER, "-P", BMC_PASSWORD])
-                .args(args);
-            c
-        })
-        .collect();
+    let cmds = (0..n).map(|i| ipmitool(base + i as u16, args)).collect();
     let (took, outs) = run_parallel(cmds, TOOL_LIMIT)?;
     if let Some(f) = first_failure(&outs) {
         return Err(f);

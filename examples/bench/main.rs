@@ -3,12 +3,14 @@
 //! binaries and stops whatever a run started even if this process is killed:
 //!
 //! ```text
-//! scripts/bench.sh [--smoke | --large] [--json] [--rounds N] [--only ipmi,redfish,api,scale]
+//! scripts/bench.sh [--smoke | --large] [--json] [--rounds N] [--only ipmi,inventory,redfish,api,scale]
 //! ```
 //!
 //! Sections (each starts what it needs on loopback and stops it after):
 //! - `ipmi`: fleet sweeps over N ipmi_sim BMCs — ipmipower (reference),
 //!   ipmitool in parallel, the daemon warm and cold; reads and hard resets.
+//! - `inventory`: sensors and the SEL over N ipmi_sim BMCs — FreeIPMI's
+//!   ipmi-sensors / ipmi-sel (references), ipmitool in parallel, the daemon.
 //! - `redfish`: fleet sweep over an instant loopback Redfish server — a plain
 //!   parallel reqwest client (reference) and the daemon.
 //! - `api`: accept throughput and latency, reads under load, the no-op
@@ -22,6 +24,7 @@
 
 mod api;
 mod daemon;
+mod inventory;
 mod ipmi;
 mod reaper;
 mod redfish;
@@ -67,6 +70,7 @@ enum Cmd {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
 enum Section {
     Ipmi,
+    Inventory,
     Redfish,
     Api,
     Scale,
@@ -115,6 +119,7 @@ pub struct Sizes {
     pub mode: &'static str,
     pub rounds: usize,
     pub ipmi_n: Vec<usize>,
+    pub inventory_n: Vec<usize>,
     pub redfish_n: Vec<usize>,
     pub api_servers: usize,
     pub api_clients: Vec<usize>,
@@ -138,6 +143,7 @@ impl Sizes {
             mode: "smoke (tiny sizes: checks that every contender runs; the figures are not measurements)",
             rounds: 2,
             ipmi_n: vec![4],
+            inventory_n: vec![4],
             redfish_n: vec![4],
             api_servers: 64,
             api_clients: vec![1, 4],
@@ -161,6 +167,7 @@ impl Sizes {
                 "default (IPMI/Redfish N = 32 and 256; scale at 1,000 servers and 100,000 actions)",
             rounds: 5,
             ipmi_n: vec![32, 256],
+            inventory_n: vec![32],
             redfish_n: vec![32, 256],
             api_servers: 2048,
             api_clients: vec![1, 16, 64],
@@ -305,6 +312,12 @@ async fn run(args: RunArgs) -> i32 {
             missing_tools.push(t);
         }
     }
+    let mut missing_inventory_tools = Vec::new();
+    for t in ["ipmi_sim", "ipmi-sensors", "ipmi-sel", "ipmitool"] {
+        if want(Section::Inventory) && !tools::have(t) {
+            missing_inventory_tools.push(t);
+        }
+    }
     let daemon_line = format!(
         "{} (git {}{})",
         args.agent.display(),
@@ -344,6 +357,19 @@ async fn run(args: RunArgs) -> i32 {
             ctx.fail(format!(
                 "ipmi: {} not installed (hil-tests/ipmi/setup.sh installs them)",
                 missing_tools.join(", ")
+            ));
+        }
+    }
+    if want(Section::Inventory) {
+        if missing_inventory_tools.is_empty() {
+            for &n in &ctx.sizes.inventory_n.clone() {
+                report.groups.extend(inventory::run(&ctx, n).await);
+                tokio::task::block_in_place(|| stop_bmcs(&ctx, &format!("inventory-{n}/bmc")));
+            }
+        } else {
+            ctx.fail(format!(
+                "inventory: {} not installed (hil-tests/ipmi/setup.sh installs them)",
+                missing_inventory_tools.join(", ")
             ));
         }
     }
@@ -393,13 +419,18 @@ async fn run(args: RunArgs) -> i32 {
 /// The BMCs of one IPMI size, stopped as soon as that size is done.
 fn stop_ipmi(ctx: &Ctx, n: usize) {
     for sub in ["bmc-none", "bmc-stub"] {
-        let dir = ctx.run_dir.join(format!("ipmi-{n}/{sub}"));
-        if dir.exists() {
-            let _ = std::process::Command::new("bash")
-                .arg(ctx.repo.join("hil-tests/ipmi/stop.sh"))
-                .arg(&dir)
-                .status();
-        }
+        stop_bmcs(ctx, &format!("ipmi-{n}/{sub}"));
+    }
+}
+
+/// Stops the ipmi_sim BMCs under RUN_DIR/SUB (if any were started there).
+fn stop_bmcs(ctx: &Ctx, sub: &str) {
+    let dir = ctx.run_dir.join(sub);
+    if dir.exists() {
+        let _ = std::process::Command::new("bash")
+            .arg(ctx.repo.join("hil-tests/ipmi/stop.sh"))
+            .arg(&dir)
+            .status();
     }
 }
 
