@@ -2082,6 +2082,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 bmc.counters["faults"]["body"] += 1
         if latency:
             time.sleep(latency / 1000.0)
+        with bmc.lock:
+            until = bmc.silent_until
+            if time.monotonic() < until:
+                bmc.counters["faults"]["silent"] += 1
+        if time.monotonic() < until:
+            # Knob silent_ms on a connection opened before the silence: a BMC
+            # that stops talking stops on every connection, so the request
+            # is held unanswered until the window ends, then dropped.
+            while time.monotonic() < until and not bmc.stopping.is_set():
+                time.sleep(0.05)
+            self.close_connection = True
+            return True
         if hang:
             # Accept and never answer: hold the connection until the knob is
             # cleared (or the simulator stops), then drop it unanswered.
