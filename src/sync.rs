@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -82,9 +83,13 @@ async fn poll_all(engine: &Arc<Engine>, limit: &Arc<Semaphore>) {
 }
 
 /// Reads every server's sensors, at most `limit` at once, until `deadline`
-/// (the next power pass): reads still under way then are dropped.
+/// (the next power pass): reads still under way then are dropped, and the
+/// servers not reached wait for the next health pass.
 async fn health_all(engine: &Arc<Engine>, limit: &Arc<Semaphore>, deadline: tokio::time::Instant) {
-    let ids = engine.server_ids();
+    // In a new order each pass: a pass cut short does not leave the same
+    // servers unread every time.
+    let mut ids = engine.server_ids();
+    ids.shuffle(&mut rand::rng());
     let mut set = JoinSet::new();
     let work = async {
         for id in &ids {
