@@ -24,25 +24,25 @@ const SEL_ENTRIES: usize = 16;
 const SENSORS: usize = 5;
 
 /// A FreeIPMI tool over the whole range in one process; every host's output
-/// must name `expect` `per_host` times.
+/// must name `expect` `per_host` times. Its SDR cache (FreeIPMI keeps one per
+/// host, by default under ~/.freeipmi, keyed by address and port) lives in
+/// `cache`: this run's BMCs are not those an earlier run had on the same
+/// ports, and it is recreated if it does not match. Kept between rounds, as
+/// an operator's would be: the daemon's SDR is cached too.
 fn freeipmi(
     tool: &str,
+    cache: &Path,
     base: u16,
     n: usize,
     expect: &str,
     per_host: usize,
 ) -> Result<Duration, String> {
     let mut c = Command::new(tool);
-    c.args(["-D", "LAN_2_0", "-h"]).arg(hosts(base, n)).args([
-        "-u",
-        BMC_USER,
-        "-p",
-        BMC_PASSWORD,
-        "-W",
-        "opensesspriv",
-        "-I",
-        "3",
-    ]);
+    c.args(["-D", "LAN_2_0", "-h"])
+        .arg(hosts(base, n))
+        .args(["-u", BMC_USER, "-p", BMC_PASSWORD])
+        .args(["-W", "opensesspriv", "-I", "3", "--sdr-cache-recreate"])
+        .arg(format!("--sdr-cache-directory={}", cache.display()));
     let (took, outs) = run_parallel(vec![c], TOOL_LIMIT)?;
     if let Some(f) = first_failure(&outs) {
         return Err(f);
@@ -192,7 +192,7 @@ pub async fn run(ctx: &Ctx, n: usize) -> Vec<Group> {
                     let which = (k + r) % sensors.len();
                     let res = match which {
                         0 => tokio::task::block_in_place(|| {
-                            freeipmi("ipmi-sensors", s.base, n, "Inlet Temp", 1)
+                            freeipmi("ipmi-sensors", &s.cache, s.base, n, "Inlet Temp", 1)
                         }),
                         1 => tokio::task::block_in_place(|| {
                             ipmitool_parallel(s.base, n, &["sensor", "list"], "Inlet Temp", 1)
@@ -205,7 +205,7 @@ pub async fn run(ctx: &Ctx, n: usize) -> Vec<Group> {
                     let which = (k + r) % sel.len();
                     let res = match which {
                         0 => tokio::task::block_in_place(|| {
-                            freeipmi("ipmi-sel", s.base, n, "Power Unit", SEL_ENTRIES)
+                            freeipmi("ipmi-sel", &s.cache, s.base, n, "Power Unit", SEL_ENTRIES)
                         }),
                         1 => tokio::task::block_in_place(|| {
                             ipmitool_parallel(
@@ -258,6 +258,7 @@ pub async fn run(ctx: &Ctx, n: usize) -> Vec<Group> {
 
 struct Setup {
     base: u16,
+    cache: std::path::PathBuf,
     clients: Vec<Client>,
     ids: Vec<String>,
     _daemon: daemon::Daemon,
@@ -294,13 +295,17 @@ async fn setup(ctx: &Ctx, n: usize) -> Result<Setup, String> {
     events_sweep(&clients, &ids)
         .await
         .map_err(|e| format!("warm-up: {e}"))?;
+    // FreeIPMI's SDR caches, made here for every host.
+    let cache = dir.join("freeipmi-sdr-cache");
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
     let _ =
-        tokio::task::block_in_place(|| freeipmi("ipmi-sensors", base, n.min(2), "Inlet Temp", 1));
+        tokio::task::block_in_place(|| freeipmi("ipmi-sensors", &cache, base, n, "Inlet Temp", 1));
     let _ = tokio::task::block_in_place(|| {
-        freeipmi("ipmi-sel", base, n.min(2), "Power Unit", SEL_ENTRIES)
+        freeipmi("ipmi-sel", &cache, base, n, "Power Unit", SEL_ENTRIES)
     });
     Ok(Setup {
         base,
+        cache,
         clients,
         ids,
         _daemon: d,
