@@ -82,62 +82,65 @@ fn ipmitool_parallel(
     Ok(took)
 }
 
-/// Every server's sensors at once; each answer must carry all sensors and
-/// no problem.
-async fn health_sweep(clients: &[Client], ids: &[String]) -> Result<Duration, String> {
+/// `call` for every server at once (the clients round-robin); the wall time
+/// until the last answer, or the first failure.
+async fn sweep<F, Fut>(clients: &[Client], ids: &[String], call: F) -> Result<Duration, String>
+where
+    F: Fn(Client, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
     let t = Instant::now();
     let mut set = JoinSet::new();
     for (i, id) in ids.iter().enumerate() {
-        let mut c = clients[i % clients.len()].clone();
-        let id = id.clone();
-        set.spawn(async move {
-            let h = c
-                .get_server_health(pb::GetServerHealthRequest {
-                    server_id: id.clone(),
-                })
-                .await
-                .map_err(|e| format!("{id}: {} {}", e.code(), e.message()))?
-                .into_inner();
-            if h.sensors.len() != SENSORS || !h.problems.is_empty() {
-                return Err(format!(
-                    "{id}: {} sensors, problems {:?}",
-                    h.sensors.len(),
-                    h.problems
-                ));
-            }
-            Ok(())
-        });
+        set.spawn(call(clients[i % clients.len()].clone(), id.clone()));
     }
     join(set, t).await
 }
 
+/// Every server's sensors at once; each answer must carry all sensors and
+/// no problem.
+async fn health_sweep(clients: &[Client], ids: &[String]) -> Result<Duration, String> {
+    sweep(clients, ids, |mut c, id| async move {
+        let h = c
+            .get_server_health(pb::GetServerHealthRequest {
+                server_id: id.clone(),
+            })
+            .await
+            .map_err(|e| format!("{id}: {} {}", e.code(), e.message()))?
+            .into_inner();
+        if h.sensors.len() != SENSORS || !h.problems.is_empty() {
+            return Err(format!(
+                "{id}: {} sensors, problems {:?}",
+                h.sensors.len(),
+                h.problems
+            ));
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Every server's event log at once; each must have every entry.
 async fn events_sweep(clients: &[Client], ids: &[String]) -> Result<Duration, String> {
-    let t = Instant::now();
-    let mut set = JoinSet::new();
-    for (i, id) in ids.iter().enumerate() {
-        let mut c = clients[i % clients.len()].clone();
-        let id = id.clone();
-        set.spawn(async move {
-            let r = c
-                .list_bmc_events(pb::ListBmcEventsRequest {
-                    server_id: id.clone(),
-                    since: None,
-                    limit: 1000,
-                })
-                .await
-                .map_err(|e| format!("{id}: {} {}", e.code(), e.message()))?
-                .into_inner();
-            if r.events.len() != SEL_ENTRIES {
-                return Err(format!(
-                    "{id}: {} entries, expected {SEL_ENTRIES}",
-                    r.events.len()
-                ));
-            }
-            Ok(())
-        });
-    }
-    join(set, t).await
+    sweep(clients, ids, |mut c, id| async move {
+        let r = c
+            .list_bmc_events(pb::ListBmcEventsRequest {
+                server_id: id.clone(),
+                since: None,
+                limit: 1000,
+            })
+            .await
+            .map_err(|e| format!("{id}: {} {}", e.code(), e.message()))?
+            .into_inner();
+        if r.events.len() != SEL_ENTRIES {
+            return Err(format!(
+                "{id}: {} entries, expected {SEL_ENTRIES}",
+                r.events.len()
+            ));
+        }
+        Ok(())
+    })
+    .await
 }
 
 async fn join(mut set: JoinSet<Result<(), String>>, t: Instant) -> Result<Duration, String> {
