@@ -99,14 +99,23 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
         conn.execute_batch("ALTER TABLE steps ADD COLUMN data TEXT")?;
     }
     // Servers gained their BMC's identity (issue 10): NULL until read.
+    // Each column on its own: a crash between two of them leaves a database
+    // the next start completes.
     let servers = columns("servers")?;
-    if !servers.is_empty() && !servers.iter().any(|c| c == "identity") {
-        tracing::info!("migrating the state database: servers gain their BMC identity");
-        conn.execute_batch(
-            "ALTER TABLE servers ADD COLUMN identity TEXT;
-             ALTER TABLE servers ADD COLUMN identity_read_at INTEGER;
-             ALTER TABLE servers ADD COLUMN identity_error TEXT;",
-        )?;
+    if !servers.is_empty() {
+        for (column, ty) in [
+            ("identity", "TEXT"),
+            ("identity_read_at", "INTEGER"),
+            ("identity_error", "TEXT"),
+        ] {
+            if !servers.iter().any(|c| c == column) {
+                tracing::info!(
+                    column,
+                    "migrating the state database: servers gain their BMC identity"
+                );
+                conn.execute_batch(&format!("ALTER TABLE servers ADD COLUMN {column} {ty}"))?;
+            }
+        }
     }
     // Events gained the BMC event-log entries of a power change (issue 10).
     let events = columns("events")?;

@@ -125,6 +125,18 @@ fn a_database_without_step_data_is_migrated() {
 
 #[test]
 fn a_database_without_identity_or_bmc_events_is_migrated() {
+    migrated_from("");
+}
+
+/// A crash between two of the migration's statements: the next start adds
+/// what is missing.
+#[test]
+fn a_database_migrated_halfway_is_completed() {
+    migrated_from("ALTER TABLE servers ADD COLUMN identity TEXT;");
+}
+
+/// A database from before issue 10, with `extra` statements run on it.
+fn migrated_from(extra: &str) {
     let dir = tempfile::tempdir().unwrap();
     {
         // The servers and events tables as they were before issue 10.
@@ -146,6 +158,7 @@ fn a_database_without_identity_or_bmc_events_is_migrated() {
                 VALUES (1, 'old', 'power_changed', 'off', 'shutoff', 'sync');",
         )
         .unwrap();
+        conn.execute_batch(extra).unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let old = store.all_servers().unwrap().remove(0);
