@@ -599,18 +599,11 @@ async fn the_daemon_reports_what_ipmitool_reads_and_a_button_press_arrives_with_
 
     // The SEL.
     let log = |mut c: RackAgentClient<Channel>| async move {
-        c.list_bmc_events(admin(pb::ListBmcEventsRequest {
-            server_id: "n1".into(),
-            since: None,
-            limit: 1000,
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-        .iter()
-        .map(event_of)
-        .collect::<Vec<_>>()
+        bmc_log(&mut c, "n1")
+            .await
+            .iter()
+            .map(event_of)
+            .collect::<Vec<_>>()
     };
     assert_same_events(
         &log(c.clone()).await,

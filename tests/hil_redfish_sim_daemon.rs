@@ -276,19 +276,6 @@ async fn health(client: &mut RackAgentClient<Channel>) -> pb::ServerHealth {
         .into_inner()
 }
 
-async fn bmc_log(client: &mut RackAgentClient<Channel>) -> Vec<pb::BmcEvent> {
-    client
-        .list_bmc_events(admin(pb::ListBmcEventsRequest {
-            server_id: SERVER.into(),
-            since: None,
-            limit: 1000,
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-}
-
 /// (Id, Message) of every SEL entry, as curl reads every page.
 fn curl_sel(s: &Sim) -> Vec<(String, String)> {
     s.curl_members(&format!(
@@ -365,7 +352,7 @@ async fn daemon_identity_health_and_sel_equal_curl_and_a_button_press_arrives_wi
     );
 
     // The event log, every page of it.
-    assert_eq!(grpc_sel(&bmc_log(&mut client).await), curl_sel(&s));
+    assert_eq!(grpc_sel(&bmc_log(&mut client, SERVER).await), curl_sel(&s));
 
     // Someone presses the power button: the guest shuts down by itself, the
     // daemon sees the change and hands it to watchers with the SEL entry.
@@ -398,6 +385,6 @@ async fn daemon_identity_health_and_sel_equal_curl_and_a_button_press_arrives_wi
             "{e:?} is not in the BMC's SEL {sel:?}"
         );
     }
-    assert_eq!(grpc_sel(&bmc_log(&mut client).await), sel);
+    assert_eq!(grpc_sel(&bmc_log(&mut client, SERVER).await), sel);
     assert!(!daemon.log().contains(&s.password));
 }

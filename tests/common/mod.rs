@@ -343,3 +343,16 @@ pub async fn next_power_event(
     .await
     .unwrap_or_else(|_| panic!("no {power:?} event within {limit:?}"))
 }
+
+/// Every entry of a server's BMC event log (`ListBmcEvents`, limit 1,000).
+pub async fn bmc_log(c: &mut RackAgentClient<Channel>, server: &str) -> Vec<pb::BmcEvent> {
+    c.list_bmc_events(admin(pb::ListBmcEventsRequest {
+        server_id: server.into(),
+        since: None,
+        limit: 1000,
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+    .events
+}
